@@ -1,0 +1,108 @@
+//! Moving DATA frames from one HTTP/2 stream to another without reading ahead of the receiver.
+//!
+//! A [`Pipe`] holds at most one received frame. It asks the destination for send capacity (the peer's
+//! flow-control window), sends what fits, and only then releases the same number of bytes back to the
+//! source, so the source's window refills exactly as fast as the destination drains. Memory per stream is
+//! therefore bounded by the windows, and a slow reader slows the writer end to end.
+
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+
+/// Why a pipe stopped early.
+#[derive(Debug)]
+pub enum PipeError {
+    /// Receiving from the source failed (reset by the peer, or its connection failed).
+    Recv(h2::Error),
+    /// Sending to the destination failed (reset by the peer, or its connection failed).
+    Send(h2::Error),
+}
+
+/// Relays DATA (and trailers, or the final END_STREAM) from a receive stream to a send stream.
+#[derive(Debug, Default)]
+pub struct Pipe {
+    pending: Option<Bytes>,
+    done: bool,
+    bytes: u64,
+}
+
+impl Pipe {
+    /// A pipe whose source has already ended (its HEADERS carried END_STREAM).
+    pub fn finished() -> Self {
+        Self { done: true, ..Self::default() }
+    }
+
+    /// Whether the source ended and its end was relayed.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Bytes relayed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Makes progress; Ready(Ok) once the source's end (trailers or END_STREAM) has been relayed.
+    pub fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut RecvStream,
+        to: &mut SendStream<Bytes>,
+    ) -> Poll<Result<(), PipeError>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if let Some(buf) = &mut self.pending {
+                to.reserve_capacity(buf.len());
+                let mut cap = to.capacity();
+                if cap == 0 {
+                    // poll_capacity only reports increases; `capacity()` above covers what is already there.
+                    cap = match ready!(to.poll_capacity(cx)) {
+                        Some(Ok(n)) => n,
+                        Some(Err(e)) => return Poll::Ready(Err(PipeError::Send(e))),
+                        None => return Poll::Ready(Err(PipeError::Send(closed(to, cx)))),
+                    };
+                    if cap == 0 {
+                        continue;
+                    }
+                }
+                let n = cap.min(buf.len());
+                let chunk = buf.split_to(n);
+                if buf.is_empty() {
+                    self.pending = None;
+                }
+                to.send_data(chunk, false).map_err(PipeError::Send)?;
+                self.bytes += n as u64;
+                // Only now that the destination took the bytes may the source send more.
+                let _ = from.flow_control().release_capacity(n);
+                continue;
+            }
+            match ready!(from.poll_data(cx)) {
+                Some(Ok(data)) if data.is_empty() => continue,
+                Some(Ok(data)) => self.pending = Some(data),
+                Some(Err(e)) => return Poll::Ready(Err(PipeError::Recv(e))),
+                None => {
+                    match ready!(from.poll_trailers(cx)) {
+                        Ok(Some(trailers)) => to.send_trailers(trailers).map_err(PipeError::Send)?,
+                        // The seed's point: a half-close without trailers is an empty DATA frame with END_STREAM.
+                        Ok(None) => to.send_data(Bytes::new(), true).map_err(PipeError::Send)?,
+                        Err(e) => return Poll::Ready(Err(PipeError::Recv(e))),
+                    }
+                    self.done = true;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+/// The error behind a send stream that can no longer send.
+fn closed(to: &mut SendStream<Bytes>, cx: &mut Context<'_>) -> h2::Error {
+    match to.poll_reset(cx) {
+        Poll::Ready(Ok(reason)) => h2::Error::from(reason),
+        Poll::Ready(Err(e)) => e,
+        Poll::Pending => h2::Error::from(h2::Reason::CANCEL),
+    }
+}

@@ -1,0 +1,183 @@
+//! Errors the proxy produces, and the one place they become gRPC statuses.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response};
+use tonic::Code;
+
+/// Everything that can end a call inside switchboard (as opposed to a status relayed from a backend).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No route matches the call.
+    #[error("unknown method {method}: no route matches")]
+    NoRoute {
+        /// The `:path` of the call.
+        method: String,
+    },
+    /// The matched rule has no backend with a weight above zero.
+    #[error("{rule} has no backends")]
+    NoBackends {
+        /// The rule, described.
+        rule: String,
+    },
+    /// The chosen backendRef could not be resolved.
+    #[error("backend {backend} is unavailable: {reason}")]
+    Unresolved {
+        /// The backendRef.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
+    /// The chosen backend has no ready endpoints.
+    #[error("backend {backend} has no ready endpoints")]
+    NoEndpoints {
+        /// The backend.
+        backend: String,
+    },
+    /// Connecting to the endpoint failed (or is backing off after failures).
+    #[error("backend {endpoint} is unavailable: {message}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The connection to the backend failed during the call.
+    #[error("connection to backend {endpoint} failed: {source}")]
+    Upstream {
+        /// The endpoint.
+        endpoint: String,
+        /// The HTTP/2 error.
+        source: h2::Error,
+    },
+    /// The call's deadline (client `grpc-timeout` or the rule's timeout) passed.
+    #[error("deadline exceeded after {0:?}")]
+    DeadlineExceeded(std::time::Duration),
+    /// The request is not a valid gRPC request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The server is shutting down and takes no new calls.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// A status chosen by a handler.
+    #[error("{message}")]
+    Status {
+        /// The gRPC code.
+        code: Code,
+        /// The message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The gRPC status code for this error: the one mapping from proxy errors to statuses.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NoRoute { .. } => Code::Unimplemented,
+            Self::NoBackends { .. }
+            | Self::Unresolved { .. }
+            | Self::NoEndpoints { .. }
+            | Self::Connect { .. }
+            | Self::Upstream { .. }
+            | Self::ShuttingDown => Code::Unavailable,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::BadRequest(_) => Code::Internal,
+            Self::Status { code, .. } => *code,
+        }
+    }
+
+    /// A short, bounded label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoRoute { .. } => "no_route",
+            Self::NoBackends { .. } | Self::Unresolved { .. } | Self::NoEndpoints { .. } => "no_endpoints",
+            Self::Connect { .. } => "connect_failed",
+            Self::Upstream { .. } => "upstream_failed",
+            Self::DeadlineExceeded(_) => "timeout",
+            Self::BadRequest(_) => "bad_request",
+            Self::ShuttingDown => "shutting_down",
+            Self::Status { .. } => "handler",
+        }
+    }
+}
+
+/// The `grpc-status` and `grpc-message` trailers for a status.
+pub fn status_trailers(code: Code, message: &str) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(2);
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    if !message.is_empty() {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(percent_encode(message))) {
+            h.insert("grpc-message", v);
+        }
+    }
+    h
+}
+
+/// A trailers-only response (HEADERS with END_STREAM) carrying `code` and `message`.
+pub fn trailers_only(code: Code, message: &str) -> Response<()> {
+    let mut res = Response::new(());
+    let headers = res.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.extend(status_trailers(code, message));
+    res
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC HTTP/2 spec asks: bytes outside 0x20..=0x7E, and `%`.
+pub fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The gRPC status a client derives from an RST_STREAM code (gRPC HTTP/2 spec, "Errors").
+pub fn code_for_reset(reason: h2::Reason) -> Code {
+    match reason {
+        h2::Reason::REFUSED_STREAM => Code::Unavailable,
+        h2::Reason::CANCEL => Code::Cancelled,
+        h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        _ => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_percent_encoded() {
+        assert_eq!(percent_encode("no route: /a.B/C 100%"), "no route: /a.B/C 100%25");
+        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn trailers_only_has_content_type_and_status() {
+        let r = trailers_only(Code::Unimplemented, "unknown method /x.Y/Z: no route matches");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(r.headers()["grpc-status"], "12");
+        assert_eq!(r.headers()["grpc-message"], "unknown method /x.Y/Z: no route matches");
+    }
+
+    #[test]
+    fn reset_mapping_follows_the_spec() {
+        assert_eq!(code_for_reset(h2::Reason::REFUSED_STREAM), Code::Unavailable);
+        assert_eq!(code_for_reset(h2::Reason::CANCEL), Code::Cancelled);
+        assert_eq!(code_for_reset(h2::Reason::ENHANCE_YOUR_CALM), Code::ResourceExhausted);
+        assert_eq!(code_for_reset(h2::Reason::INADEQUATE_SECURITY), Code::PermissionDenied);
+        assert_eq!(code_for_reset(h2::Reason::PROTOCOL_ERROR), Code::Internal);
+    }
+
+    #[test]
+    fn every_error_maps_to_the_documented_code() {
+        assert_eq!(Error::NoRoute { method: "/a/b".into() }.code(), Code::Unimplemented);
+        assert_eq!(Error::Connect { endpoint: "e".into(), message: "m".into() }.code(), Code::Unavailable);
+        assert_eq!(Error::DeadlineExceeded(std::time::Duration::from_secs(1)).code(), Code::DeadlineExceeded);
+        assert_eq!(Error::ShuttingDown.code(), Code::Unavailable);
+    }
+}
