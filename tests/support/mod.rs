@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 use switchboard::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, ShutdownTrigger, TowerHandler};
 use switchboard::standalone;
 
+pub mod raw;
+
 pub mod pb {
     tonic::include_proto!("switchboard.echo.v1");
 }

@@ -1,0 +1,146 @@
+//! A raw HTTP/2 backend whose misbehaviour tests choose per call with `x-mode`, and a raw HTTP/2 client
+//! for checking frames (not just what a gRPC library makes of them).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Counts of what the raw backend observed.
+#[derive(Debug, Default)]
+pub struct RawSeen {
+    /// Streams the peer (the proxy) reset while we held them open.
+    pub resets: AtomicUsize,
+    /// `grpc-timeout` of the last request, if any.
+    pub last_timeout: std::sync::Mutex<Option<String>>,
+}
+
+pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(RawSeen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let seen = s.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                while let Some(Ok((req, mut send))) = conn.accept().await {
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        *seen.last_timeout.lock().unwrap() =
+                            req.headers().get("grpc-timeout").map(|v| v.to_str().unwrap().to_string());
+                        let mode = req.headers().get("x-mode").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                        let _body = req.into_body();
+                        let ok_headers = || {
+                            http::Response::builder().header("content-type", "application/grpc").body(()).unwrap()
+                        };
+                        match mode.as_str() {
+                            "reset-refused" => send.send_reset(h2::Reason::REFUSED_STREAM),
+                            "reset-cancel" => send.send_reset(h2::Reason::CANCEL),
+                            "reset-after-headers" => {
+                                let mut body = send.send_response(ok_headers(), false).unwrap();
+                                body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false).unwrap();
+                                body.send_reset(h2::Reason::ENHANCE_YOUR_CALM);
+                            }
+                            "trailers-only" => {
+                                let res = http::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", "5")
+                                    .header("grpc-message", "no such thing")
+                                    .header("x-custom", "kept")
+                                    .body(())
+                                    .unwrap();
+                                send.send_response(res, true).unwrap();
+                            }
+                            "hang" => {
+                                if std::future::poll_fn(|cx| send.poll_reset(cx)).await.is_ok() {
+                                    seen.resets.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            "headers-hang" => {
+                                let mut body = send.send_response(ok_headers(), false).unwrap();
+                                if std::future::poll_fn(|cx| body.poll_reset(cx)).await.is_ok() {
+                                    seen.resets.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            _ => send.send_reset(h2::Reason::INTERNAL_ERROR),
+                        }
+                    });
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// What a raw client saw of one call.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub headers: http::HeaderMap,
+    /// The response HEADERS carried END_STREAM (a trailers-only response).
+    pub headers_ended_stream: bool,
+    pub data_frames: usize,
+    pub trailers: Option<http::HeaderMap>,
+    pub reset: Option<h2::Reason>,
+}
+
+/// Sends one empty-message gRPC call to `addr` with the given path and headers, and records the frames.
+pub async fn raw_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (response, mut body) = send.send_request(req.body(()).unwrap(), false).unwrap();
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+    let response = match response.await {
+        Ok(r) => r,
+        Err(e) => {
+            return RawResponse {
+                headers: Default::default(),
+                headers_ended_stream: false,
+                data_frames: 0,
+                trailers: None,
+                reset: e.reason(),
+            }
+        }
+    };
+    let (head, mut recv) = response.into_parts();
+    let headers_ended_stream = recv.is_end_stream();
+    let (mut data_frames, mut reset) = (0, None);
+    while let Some(d) = recv.data().await {
+        match d {
+            Ok(d) => {
+                data_frames += 1;
+                let _ = recv.flow_control().release_capacity(d.len());
+            }
+            Err(e) => {
+                reset = e.reason();
+                break;
+            }
+        }
+    }
+    let trailers = if reset.is_none() {
+        match recv.trailers().await {
+            Ok(t) => t,
+            Err(e) => {
+                reset = e.reason();
+                None
+            }
+        }
+    } else {
+        None
+    };
+    RawResponse { headers: head.headers, headers_ended_stream, data_frames, trailers, reset }
+}
