@@ -1,0 +1,3 @@
+//! Pieces the examples share.
+
+pub mod framing;
