@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use support::raw::{raw_backend, raw_call};
 use support::*;
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 const RAW: &str = "raw.v1.Raw";

@@ -124,6 +124,7 @@ async fn exchange(
         if let Poll::Ready(reason) = respond.poll_reset(cx) {
             tracing::debug!(?reason, "client reset the stream; cancelling the backend stream");
             up_send.send_reset(Reason::CANCEL);
+            respond.reset(reason);
             return Poll::Ready(Ok(()));
         }
         if request_open {

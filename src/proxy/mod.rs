@@ -14,7 +14,7 @@ mod tower;
 
 pub use self::forward::Forwarder;
 pub use self::handler::{BoxFuture, Handler, Responder};
-pub use self::pool::{Endpoint, PoolSettings, Pools};
+pub use self::pool::{Endpoint, Lease, PoolSettings, Pools};
 pub use self::relay::{Pipe, PipeError};
 pub use self::routes::{ProxyTable, Routes};
 pub use self::server::{shutdown_signal, Server, ServerSettings, Shutdown, ShutdownTrigger};

@@ -271,6 +271,9 @@ impl Endpoint {
             .initial_window_size(self.settings.stream_window)
             .initial_connection_window_size(self.settings.connection_window)
             .enable_push(false)
+            // Until the backend's SETTINGS arrive, assume the RFC's recommended minimum rather than no limit,
+            // so a burst of calls spreads over new connections instead of queueing on this one.
+            .initial_max_send_streams(100)
             .handshake::<_, Bytes>(tcp)
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;

@@ -68,9 +68,11 @@ impl ShutdownTrigger {
 }
 
 impl Shutdown {
-    /// Resolves once draining starts.
+    /// Resolves once draining starts. If the trigger is dropped without firing, it never resolves.
     pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|d| *d).await;
+        if self.0.wait_for(|d| *d).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

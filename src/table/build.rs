@@ -145,7 +145,7 @@ pub fn build<E>(routes: &[RouteInput<'_>], resolver: &impl Resolve<E>) -> BuildO
             Err(message) => reports.push(RouteReport { id: input.id.clone(), accepted: Err(message), unresolved }),
         }
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|(key, _)| *key);
     let candidates: Vec<Candidate> = keyed.into_iter().map(|(_, c)| c).collect();
     let mut by_service: HashMap<String, Vec<u32>> = HashMap::new();
     let mut generic = Vec::new();
@@ -158,7 +158,11 @@ pub fn build<E>(routes: &[RouteInput<'_>], resolver: &impl Resolve<E>) -> BuildO
     BuildOutput { table: Table { rules, candidates, by_service, generic }, reports }
 }
 
+/// A compiled match: (match index, method, headers, service characters, method characters).
 type CompiledMatch = (Option<usize>, MethodMatch, Vec<HeaderMatch>, usize, usize);
+
+/// A compiled route: its hostnames, and each rule with its matches.
+type CompiledRoute<E> = (Vec<HostMatch>, Vec<(Rule<E>, Vec<CompiledMatch>)>);
 
 fn hosts(spec: &GrpcRouteSpec) -> Result<Vec<HostMatch>, String> {
     if spec.hostnames.is_empty() {
@@ -171,7 +175,7 @@ fn compile_route<E>(
     input: &RouteInput<'_>,
     resolver: &impl Resolve<E>,
     unresolved: &mut Vec<Unresolved>,
-) -> Result<(Vec<HostMatch>, Vec<(Rule<E>, Vec<CompiledMatch>)>), String> {
+) -> Result<CompiledRoute<E>, String> {
     let route_hosts = hosts(input.spec)?;
     let route = Arc::new(input.id.clone());
     let mut out = Vec::with_capacity(input.spec.rules.len());

@@ -216,7 +216,9 @@ pub async fn backend_on(name: &str, listener: TcpListener) -> Backend {
         .max_encoding_message_size(64 << 20);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // A stream limit below what the concurrency test opens, so the proxy needs several connections.
         tonic::transport::Server::builder()
+            .max_concurrent_streams(250)
             .add_service(svc)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
                 let _ = stopped.await;

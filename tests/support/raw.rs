@@ -33,11 +33,11 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                     tokio::spawn(async move {
                         *seen.last_timeout.lock().unwrap() =
                             req.headers().get("grpc-timeout").map(|v| v.to_str().unwrap().to_string());
-                        let mode = req.headers().get("x-mode").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                        let mode =
+                            req.headers().get("x-mode").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
                         let _body = req.into_body();
-                        let ok_headers = || {
-                            http::Response::builder().header("content-type", "application/grpc").body(()).unwrap()
-                        };
+                        let ok_headers =
+                            || http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
                         match mode.as_str() {
                             "reset-refused" => send.send_reset(h2::Reason::REFUSED_STREAM),
                             "reset-cancel" => send.send_reset(h2::Reason::CANCEL),
