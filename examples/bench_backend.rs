@@ -51,9 +51,7 @@ impl Backend {
             .filter(|c| *c != 0)
             .map_or(Code::Internal, Code::from_i32);
         let mut status = Status::new(code, "failure requested by x-fail");
-        status
-            .metadata_mut()
-            .insert("x-backend", self.header.clone());
+        status.metadata_mut().insert("x-backend", self.header.clone());
         Err(status)
     }
 
@@ -64,11 +62,7 @@ impl Backend {
     }
 
     fn reply(&self, payload: Vec<u8>, received: u32) -> EchoReply {
-        EchoReply {
-            payload,
-            backend: self.name.clone(),
-            received,
-        }
+        EchoReply { payload, backend: self.name.clone(), received }
     }
 }
 
@@ -82,27 +76,16 @@ impl Echo for Backend {
 
     type ServerStreamStream = ReplyStream;
 
-    async fn server_stream(
-        &self,
-        req: Request<EchoRequest>,
-    ) -> Result<Response<ReplyStream>, Status> {
+    async fn server_stream(&self, req: Request<EchoRequest>) -> Result<Response<ReplyStream>, Status> {
         self.check_fail(req.metadata())?;
         let EchoRequest { payload, count } = req.into_inner();
         let name = self.name.clone();
-        let replies = (0..count.max(1)).map(move |_| {
-            Ok(EchoReply {
-                payload: payload.clone(),
-                backend: name.clone(),
-                received: 1,
-            })
-        });
+        let replies = (0..count.max(1))
+            .map(move |_| Ok(EchoReply { payload: payload.clone(), backend: name.clone(), received: 1 }));
         Ok(self.respond(Box::pin(futures_util::stream::iter(replies)) as ReplyStream))
     }
 
-    async fn client_stream(
-        &self,
-        req: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoReply>, Status> {
+    async fn client_stream(&self, req: Request<Streaming<EchoRequest>>) -> Result<Response<EchoReply>, Status> {
         self.check_fail(req.metadata())?;
         let mut inbound = req.into_inner();
         let mut last = self.reply(Vec::new(), 0);
@@ -115,19 +98,12 @@ impl Echo for Backend {
 
     type BidiStreamStream = ReplyStream;
 
-    async fn bidi_stream(
-        &self,
-        req: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<ReplyStream>, Status> {
+    async fn bidi_stream(&self, req: Request<Streaming<EchoRequest>>) -> Result<Response<ReplyStream>, Status> {
         self.check_fail(req.metadata())?;
         let name = self.name.clone();
-        let echoed = req.into_inner().map(move |msg| {
-            msg.map(|m| EchoReply {
-                payload: m.payload,
-                backend: name.clone(),
-                received: 1,
-            })
-        });
+        let echoed = req
+            .into_inner()
+            .map(move |msg| msg.map(|m| EchoReply { payload: m.payload, backend: name.clone(), received: 1 }));
         Ok(self.respond(Box::pin(echoed) as ReplyStream))
     }
 }
@@ -135,14 +111,8 @@ impl Echo for Backend {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let backend = Backend {
-        header: args.name.parse()?,
-        name: args.name,
-    };
-    eprintln!(
-        "bench_backend {} listening on {}",
-        backend.name, args.listen
-    );
+    let backend = Backend { header: args.name.parse()?, name: args.name };
+    eprintln!("bench_backend {} listening on {}", backend.name, args.listen);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(EchoServer::new(backend))

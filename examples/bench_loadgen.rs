@@ -98,10 +98,7 @@ impl Plan {
     }
 
     fn msg(&self) -> EchoRequest {
-        EchoRequest {
-            payload: self.payload.clone(),
-            count: 1,
-        }
+        EchoRequest { payload: self.payload.clone(), count: 1 }
     }
 
     fn in_window(&self, t: Instant) -> bool {
@@ -119,16 +116,14 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Tally {
-            latency_ns: Histogram::new_with_bounds(1, 600_000_000_000, 3)
-                .expect("valid histogram bounds"),
+            latency_ns: Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds"),
             codes: BTreeMap::new(),
             backends: BTreeMap::new(),
         }
     }
 
     fn ok(&mut self, start: Instant, done: Instant, md: &MetadataMap) {
-        self.latency_ns
-            .saturating_record((done - start).as_nanos() as u64);
+        self.latency_ns.saturating_record((done - start).as_nanos() as u64);
         *self.codes.entry(Code::Ok as i32).or_default() += 1;
         self.backend(md);
     }
@@ -139,10 +134,7 @@ impl Tally {
     }
 
     fn backend(&mut self, md: &MetadataMap) {
-        let name = md
-            .get("x-backend")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+        let name = md.get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("-");
         match self.backends.get_mut(name) {
             Some(n) => *n += 1,
             None => {
@@ -152,9 +144,7 @@ impl Tally {
     }
 
     fn merge(&mut self, other: Tally) {
-        self.latency_ns
-            .add(&other.latency_ns)
-            .expect("same histogram bounds");
+        self.latency_ns.add(&other.latency_ns).expect("same histogram bounds");
         for (k, v) in other.codes {
             *self.codes.entry(k).or_default() += v;
         }
@@ -251,8 +241,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 fn split_kv(s: &str) -> Result<(&str, &str), Error> {
-    s.split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}").into())
+    s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}").into())
 }
 
 fn round3(x: f64) -> f64 {
@@ -260,11 +249,7 @@ fn round3(x: f64) -> f64 {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let uri = if args.target.contains("://") {
-        args.target.clone()
-    } else {
-        format!("http://{}", args.target)
-    };
+    let uri = if args.target.contains("://") { args.target.clone() } else { format!("http://{}", args.target) };
     let metadata = args
         .metadata
         .iter()
@@ -284,32 +269,18 @@ async fn run(args: Args) -> Result<(), Error> {
 
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let channel = Endpoint::from_shared(uri.clone())?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let channel = Endpoint::from_shared(uri.clone())?.tcp_nodelay(true).connect().await?;
         clients.push(EchoClient::new(channel));
     }
 
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
-    let plan = Arc::new(Plan {
-        method: args.method,
-        payload: vec![b'x'; args.payload],
-        metadata,
-        measure_from,
-        end,
-    });
+    let plan = Arc::new(Plan { method: args.method, payload: vec![b'x'; args.payload], metadata, measure_from, end });
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|i| tokio::spawn(worker(clients[i % clients.len()].clone(), plan.clone())))
         .collect();
 
-    let sample = || {
-        watch
-            .iter()
-            .map(|(_, pid)| cpu_seconds(*pid))
-            .collect::<Vec<_>>()
-    };
+    let sample = || watch.iter().map(|(_, pid)| cpu_seconds(*pid)).collect::<Vec<_>>();
     tokio::time::sleep_until(measure_from).await;
     let cpu_before = sample();
     tokio::time::sleep_until(end).await;
@@ -328,24 +299,14 @@ async fn run(args: Args) -> Result<(), Error> {
     let errors = calls - total.codes.get(&(Code::Ok as i32)).copied().unwrap_or(0);
     let rps = calls as f64 / secs;
     let q = |p: f64| total.latency_ns.value_at_quantile(p) as f64 / 1000.0;
-    let codes: BTreeMap<String, u64> = total
-        .codes
-        .iter()
-        .map(|(c, n)| (format!("{:?}", Code::from_i32(*c)), *n))
-        .collect();
+    let codes: BTreeMap<String, u64> =
+        total.codes.iter().map(|(c, n)| (format!("{:?}", Code::from_i32(*c)), *n)).collect();
     let mut cpu = serde_json::Map::new();
     for (((name, _), before), after) in watch.iter().zip(&cpu_before).zip(&cpu_after) {
         if let (Some(before), Some(after)) = (before, after) {
             let used = after - before;
-            let per_call = if calls > 0 {
-                used * 1e6 / calls as f64
-            } else {
-                0.0
-            };
-            cpu.insert(
-                name.clone(),
-                serde_json::json!({"cpu_s": round3(used), "us_per_call": round3(per_call)}),
-            );
+            let per_call = if calls > 0 { used * 1e6 / calls as f64 } else { 0.0 };
+            cpu.insert(name.clone(), serde_json::json!({"cpu_s": round3(used), "us_per_call": round3(per_call)}));
         }
     }
 
@@ -399,9 +360,5 @@ fn main() -> Result<(), Error> {
     let args = Args::parse();
     // One worker per CPU this process may use, so `taskset -c 0` gives one.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?.block_on(run(args))
 }
