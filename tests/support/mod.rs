@@ -269,7 +269,11 @@ impl Proxy {
 }
 
 pub async fn proxy(yaml: &str) -> Proxy {
-    let routes = Arc::new(Routes::new(Pools::new(Default::default())));
+    proxy_with(yaml, Default::default()).await
+}
+
+pub async fn proxy_with(yaml: &str, pool: switchboard::proxy::PoolSettings) -> Proxy {
+    let routes = Arc::new(Routes::new(Pools::new(pool)));
     let (_, health) = tonic_health::server::health_reporter();
     let server = Server::new(Forwarder::new(routes.clone())).service("grpc.health.v1.Health", TowerHandler(health));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
