@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod proxy;
 pub mod standalone;

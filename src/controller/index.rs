@@ -1,0 +1,190 @@
+//! The pure step from cluster state to a route table: GrpcRoutes + Services + EndpointSlices (+ ReferenceGrants)
+//! in, a table and one report per route out. No I/O; the controller calls it with reflector snapshots.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
+use kube::ResourceExt;
+
+use super::reference_grant::ReferenceGrant;
+use crate::crd::{BackendObjectRef, GrpcRoute};
+use crate::table::{
+    self, Backend, EndpointAddr, Resolve, RouteId, RouteInput, RouteReport, Table, Unresolved, UnresolvedReason,
+};
+
+/// The label EndpointSlices carry to name their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A snapshot of what the controller watches.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// GrpcRoutes as stored (untyped, so one that does not deserialize cannot hide the others).
+    pub routes: Vec<Arc<DynamicObject>>,
+    /// Services.
+    pub services: Vec<Arc<Service>>,
+    /// EndpointSlices.
+    pub slices: Vec<Arc<EndpointSlice>>,
+    /// ReferenceGrants; `None` when their CRD is not installed (every cross-namespace reference is refused).
+    pub grants: Option<Vec<Arc<ReferenceGrant>>>,
+}
+
+/// What the build made of one GrpcRoute, for its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteOutcome {
+    /// The route.
+    pub id: RouteId,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The report, or why the object could not even be read as a GrpcRoute.
+    pub report: Result<RouteReport, String>,
+}
+
+/// Builds the table from a snapshot. Routes are ordered oldest first, then by `namespace/name`.
+pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
+    let mut parsed: Vec<(RouteId, Option<i64>, Result<GrpcRoute, String>, Option<String>)> = snapshot
+        .routes
+        .iter()
+        .map(|obj| {
+            let id = RouteId { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() };
+            let created = obj.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
+            let route = serde_json::to_value(obj.as_ref())
+                .and_then(serde_json::from_value::<GrpcRoute>)
+                .map_err(|e| format!("invalid GrpcRoute: {e}"));
+            (id, obj.metadata.generation, route, created)
+        })
+        .collect();
+    // Oldest first; a missing timestamp sorts last. Ties by namespace/name.
+    parsed.sort_by(|a, b| (a.3.is_none(), &a.3, &a.0).cmp(&(b.3.is_none(), &b.3, &b.0)));
+
+    let resolver = ClusterResolver::new(snapshot);
+    let valid: Vec<(&RouteId, &GrpcRoute)> =
+        parsed.iter().filter_map(|(id, _, r, _)| r.as_ref().ok().map(|r| (id, r))).collect();
+    let inputs: Vec<RouteInput<'_>> = valid.iter().map(|(id, r)| RouteInput { id, spec: &r.spec }).collect();
+    let out = table::build(&inputs, &resolver);
+    let mut reports: HashMap<RouteId, RouteReport> = out.reports.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let outcomes = parsed
+        .into_iter()
+        .map(|(id, generation, route, _)| {
+            let report = match route {
+                Ok(_) => Ok(reports.remove(&id).expect("one report per valid route")),
+                Err(e) => Err(e),
+            };
+            RouteOutcome { id, generation, report }
+        })
+        .collect();
+    (out.table, outcomes)
+}
+
+/// Resolves backendRefs to the ready endpoints of Services.
+struct ClusterResolver<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    grants: Option<HashMap<&'a str, Vec<&'a ReferenceGrant>>>,
+}
+
+impl<'a> ClusterResolver<'a> {
+    fn new(s: &'a Snapshot) -> Self {
+        let ns = |m: &'a kube::api::ObjectMeta| m.namespace.as_deref().unwrap_or("");
+        let services = s
+            .services
+            .iter()
+            .map(|svc| ((ns(&svc.metadata), svc.metadata.name.as_deref().unwrap_or("")), svc.as_ref()))
+            .collect();
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for slice in &s.slices {
+            if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                slices.entry((ns(&slice.metadata), svc.as_str())).or_default().push(slice.as_ref());
+            }
+        }
+        let grants = s.grants.as_ref().map(|grants| {
+            let mut by_ns: HashMap<_, Vec<_>> = HashMap::new();
+            for g in grants {
+                by_ns.entry(ns(&g.metadata)).or_default().push(g.as_ref());
+            }
+            by_ns
+        });
+        Self { services, slices, grants }
+    }
+}
+
+impl Resolve<EndpointAddr> for ClusterResolver<'_> {
+    fn resolve(&self, route: &RouteId, r: &BackendObjectRef) -> Result<Backend<EndpointAddr>, Unresolved> {
+        let unresolved = |reason, message: String| Err(Unresolved { reason, message });
+        let group_ok = r.group.as_deref().is_none_or(str::is_empty);
+        if !group_ok || r.kind.as_deref().is_some_and(|k| k != "Service") {
+            return unresolved(
+                UnresolvedReason::InvalidKind,
+                format!("backendRef {}: only core Services are supported", table::ref_name(r)),
+            );
+        }
+        let namespace = r.namespace.as_deref().unwrap_or(&route.namespace);
+        if namespace != route.namespace {
+            let allowed = self.grants.as_ref().is_some_and(|by_ns| {
+                by_ns.get(namespace).is_some_and(|gs| gs.iter().any(|g| g.allows_service(&route.namespace, &r.name)))
+            });
+            if !allowed {
+                let why = if self.grants.is_none() {
+                    "the ReferenceGrant CRD is not installed"
+                } else {
+                    "no ReferenceGrant allows it"
+                };
+                return unresolved(
+                    UnresolvedReason::RefNotPermitted,
+                    format!("backendRef {namespace}/{}: cross-namespace reference refused: {why}", r.name),
+                );
+            }
+        }
+        let Some(port) = r.port else {
+            return unresolved(UnresolvedReason::UnsupportedValue, format!("backendRef {}: port is required", r.name));
+        };
+        let Some(svc) = self.services.get(&(namespace, r.name.as_str())) else {
+            return unresolved(UnresolvedReason::BackendNotFound, format!("Service {namespace}/{} not found", r.name));
+        };
+        let service_port = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)));
+        let Some(service_port) = service_port else {
+            return unresolved(
+                UnresolvedReason::BackendNotFound,
+                format!("Service {namespace}/{} has no port {port}", r.name),
+            );
+        };
+        let mut endpoints = Vec::new();
+        for slice in self.slices.get(&(namespace, r.name.as_str())).into_iter().flatten() {
+            if slice.address_type == "FQDN" {
+                continue;
+            }
+            // EndpointSlice ports carry the Service port's name; the number is the target port.
+            let Some(target) = slice.ports.iter().flatten().find(|p| p.name == service_port.name).and_then(|p| p.port)
+            else {
+                continue;
+            };
+            let Ok(target) = u16::try_from(target) else { continue };
+            for ep in &slice.endpoints {
+                let c = ep.conditions.as_ref();
+                // Unknown readiness counts as ready (the API's rule); terminating endpoints get no new calls.
+                let ready = c.and_then(|c| c.ready).unwrap_or(true) && !c.and_then(|c| c.terminating).unwrap_or(false);
+                if !ready {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        endpoints.push(EndpointAddr::Socket(SocketAddr::new(ip, target)));
+                    }
+                }
+            }
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        Ok(Backend { name: format!("{namespace}/{}:{port}", r.name).into(), endpoints })
+    }
+}
+
+#[cfg(test)]
+mod tests;
