@@ -9,8 +9,8 @@ use crate::admin::{self, Readiness};
 use crate::config::{ExplainArgs, LogFormat, RunArgs};
 use crate::crd::GrpcRoute;
 use crate::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, TowerHandler};
-use crate::standalone;
 use crate::table::{CallInfo, Verdict};
+use crate::{controller, standalone};
 
 /// A failure that ends the process: printed as one line, exit code 2 for bad input.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,19 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(health);
     let routes = Arc::new(Routes::new(Pools::new(args.pool_settings())));
-    let rules = standalone::load(&args.routes, &routes).map_err(|e| Fatal::Usage(e.to_string()))?;
+    // Standalone: the file must load before we listen. Cluster: readiness waits for the first sync.
+    let client = match &args.routes {
+        Some(path) => {
+            let rules = standalone::load(path, &routes).map_err(|e| Fatal::Usage(e.to_string()))?;
+            tracing::info!(routes = %path.display(), rules, "standalone mode");
+            None
+        }
+        None => Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| Fatal::Usage(format!("no --routes file and no Kubernetes configuration: {e}")))?,
+        ),
+    };
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -60,15 +72,23 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         .map_err(|e| Fatal::Runtime(format!("cannot listen on {}: {e}", args.admin)))?;
     let (trigger, shutdown) = shutdown_signal();
     tokio::spawn(admin::serve(admin_listener, readiness.clone(), shutdown.clone()));
-    tokio::spawn(standalone::watch(args.routes.clone(), routes.clone(), args.reload_interval));
+    match (client, &args.routes) {
+        (Some(client), _) => {
+            tokio::spawn(controller::run(client, args.controller_config(), routes.clone(), readiness.clone()));
+        }
+        (None, Some(path)) => {
+            tokio::spawn(standalone::watch(path.clone(), routes.clone(), args.reload_interval));
+            readiness.set_synced();
+        }
+        (None, None) => unreachable!("a client exists unless a routes file was given"),
+    }
 
     let server = Server::new(Forwarder::new(routes))
         .service("grpc.health.v1.Health", TowerHandler(health_service))
         .settings(args.server_settings());
     let serving = tokio::spawn(server.serve(listener, shutdown));
     readiness.set_listening();
-    readiness.set_synced();
-    tracing::info!(listen = %args.listen, admin = %args.admin, routes = %args.routes.display(), rules, "switchboard serving");
+    tracing::info!(listen = %args.listen, admin = %args.admin, "switchboard serving");
 
     wait_for_signal().await;
     tracing::info!(drain_timeout = ?args.drain_timeout, "draining");

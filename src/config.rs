@@ -40,9 +40,28 @@ pub enum LogFormat {
 /// Flags of `switchboard run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// GrpcRoute YAML documents to serve; reloaded when the file changes.
+    /// Standalone mode: GrpcRoute YAML documents to serve, reloaded when the file changes. Without it,
+    /// switchboard runs its controller against the cluster (in-cluster config or KUBECONFIG).
     #[arg(long, env = "SWITCHBOARD_ROUTES")]
-    pub routes: PathBuf,
+    pub routes: Option<PathBuf>,
+    /// Cluster mode: namespaces to watch (repeatable or comma-separated); all when absent.
+    #[arg(long = "namespace", env = "SWITCHBOARD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Cluster mode: only GrpcRoutes matching this label selector (e.g. `switchboard.dev/install=edge`).
+    #[arg(long, env = "SWITCHBOARD_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Cluster mode: elect a leader (the only replica that writes status) with a Lease.
+    #[arg(long, env = "SWITCHBOARD_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Cluster mode: name of the leader-election Lease.
+    #[arg(long, env = "SWITCHBOARD_LEASE_NAME", default_value = "switchboard-leader")]
+    pub lease_name: String,
+    /// Cluster mode: namespace of the Lease (the pod's own, from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Cluster mode: this replica's identity in the Lease (the pod name, from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Address of the gRPC listener.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -92,6 +111,27 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Settings for the controller (cluster mode).
+    pub fn controller_config(&self) -> crate::controller::ControllerConfig {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "switchboard".into())
+        });
+        crate::controller::ControllerConfig {
+            namespaces: self.namespaces.clone(),
+            label_selector: self.label_selector.clone(),
+            lease: self.leader_election.then(|| crate::controller::leader::LeaseConfig {
+                namespace: self.lease_namespace.clone(),
+                name: self.lease_name.clone(),
+                identity,
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            }),
+            ..Default::default()
+        }
+    }
+
     /// Settings for client connections.
     pub fn server_settings(&self) -> ServerSettings {
         ServerSettings {
