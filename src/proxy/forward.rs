@@ -8,19 +8,24 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use h2::client::ResponseFuture;
 use h2::{Reason, RecvStream, SendStream};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderMap, Request, Response, Uri};
 
 use super::handler::{BoxFuture, Handler, Responder};
 use super::headers::strip_hop_by_hop;
-use super::pool::Endpoint;
+use super::pool::{Endpoint, Lease};
 use super::relay::{Pipe, PipeError};
 use super::routes::Routes;
 use super::status::Error;
 use super::timeout;
-use crate::table::{CallInfo, Pick, Rule};
+use crate::table::{CallInfo, Pick, Retry, Rule};
+
+/// Requests up to this size are kept (by reference) while they are relayed, so a rule with a retry policy can
+/// replay them; larger requests are not retried.
+const REPLAY_LIMIT: usize = 64 << 10;
 
 /// Forwards calls to the backends the route table names.
 #[derive(Clone, Debug)]
@@ -63,15 +68,10 @@ impl Forwarder {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let endpoint = match rule.backends.pick() {
-            Pick::Endpoint(_, ep) => ep,
-            Pick::NoEndpoints(b) => return Err(Error::NoEndpoints { backend: b.name.to_string() }),
-            Pick::Unresolved { name, reason } => {
-                return Err(Error::Unresolved { backend: name.to_string(), reason: reason.to_string() })
-            }
-            Pick::NoBackends => return Err(Error::NoBackends { rule: rule.describe() }),
-        };
-        let exchange = exchange(parts, body, respond, rule, endpoint, budget.map(|b| start + b));
+        if let Some(r) = &rule.retry {
+            r.record_call();
+        }
+        let exchange = exchange(parts, body, respond, rule, budget.map(|b| start + b));
         match budget {
             None => exchange.await,
             Some(b) => match tokio::time::timeout_at((start + b).into(), exchange).await {
@@ -83,24 +83,103 @@ impl Forwarder {
     }
 }
 
-enum Upstream {
-    Waiting(ResponseFuture),
-    Streaming(RecvStream, Pipe),
+fn pick(rule: &Rule<Arc<Endpoint>>) -> Result<&Arc<Endpoint>, Error> {
+    match rule.backends.pick() {
+        Pick::Endpoint(_, ep) => Ok(ep),
+        Pick::NoEndpoints(b) => Err(Error::NoEndpoints { backend: b.name.to_string() }),
+        Pick::Unresolved { name, reason } => {
+            Err(Error::Unresolved { backend: name.to_string(), reason: reason.to_string() })
+        }
+        Pick::NoBackends => Err(Error::NoBackends { rule: rule.describe() }),
+    }
+}
+
+/// A final answer held back because it may be retried.
+enum Held {
+    /// A trailers-only response with a retryable status.
+    Response(Response<()>),
+    /// The backend refused the stream (REFUSED_STREAM: not processed).
+    Reset(Reason),
+    /// No connection could be had.
+    Error(Error),
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// The call is finished (relayed, or failed for good).
+    Done(Result<(), Error>),
+    /// Retryable outcome; `replay` holds the whole request when it can be sent again.
+    Failed { code: u8, held: Held, replay: Option<Vec<Bytes>>, unsent: Option<(http::request::Parts, RecvStream)> },
+}
+
+/// The call's request headers, kept for replays.
+struct Head {
+    uri: Uri,
+    headers: HeaderMap,
 }
 
 async fn exchange(
     mut parts: http::request::Parts,
-    mut body: RecvStream,
+    body: RecvStream,
     respond: &mut Responder,
     rule: &Rule<Arc<Endpoint>>,
-    endpoint: &Arc<Endpoint>,
     deadline: Option<Instant>,
 ) -> Result<(), Error> {
-    let lease = endpoint.lease().await?;
-    let upstream_err = |source| Error::Upstream { endpoint: endpoint.addr().to_string(), source };
-
     strip_hop_by_hop(&mut parts.headers);
     rule.request_headers.apply(&mut parts.headers);
+    let retry = rule.retry.as_deref().filter(|r| r.attempts > 1);
+    let head = retry.map(|_| Head { uri: parts.uri.clone(), headers: parts.headers.clone() });
+    let mut source = Some((parts, body));
+    let mut replay: Option<Vec<Bytes>> = None;
+    let mut attempt = 1;
+    loop {
+        let outcome = match pick(rule) {
+            Err(e) => return Err(e),
+            Ok(endpoint) => match (source.take(), &replay, &head) {
+                (Some((parts, body)), _, _) => stream(parts, body, respond, rule, endpoint, deadline, retry).await,
+                (None, Some(chunks), Some(head)) => {
+                    replay_attempt(head, chunks, respond, rule, endpoint, deadline, retry).await
+                }
+                (None, _, _) => return Err(Error::BadRequest("request cannot be replayed".into())),
+            },
+        };
+        let (code, held) = match outcome {
+            Attempt::Done(r) => return r,
+            Attempt::Failed { code, held, replay: r, unsent } => {
+                if r.is_some() {
+                    replay = r;
+                }
+                source = unsent;
+                (code, held)
+            }
+        };
+        let can_resend = source.is_some() || replay.is_some();
+        let retry_ok = retry.is_some_and(|r| attempt < r.attempts && r.retries(code) && can_resend && r.try_spend());
+        if retry_ok {
+            attempt += 1;
+            tracing::debug!(attempt, code, rule = %rule.describe(), "retrying");
+            continue;
+        }
+        return match held {
+            Held::Response(res) => {
+                let _ = respond.send_headers(res, true);
+                Ok(())
+            }
+            Held::Reset(reason) => {
+                respond.reset(reason);
+                Ok(())
+            }
+            Held::Error(e) => Err(e),
+        };
+    }
+}
+
+/// Builds the backend's request: its URI names the endpoint, and `grpc-timeout` carries what is left.
+fn upstream_request(
+    mut parts: http::request::Parts,
+    endpoint: &Endpoint,
+    deadline: Option<Instant>,
+) -> Result<Request<()>, Error> {
     if let Some(d) = deadline {
         // The backend gets what is left of the budget, not the client's original figure.
         parts.headers.insert("grpc-timeout", timeout::encode(d.saturating_duration_since(Instant::now())));
@@ -110,14 +189,153 @@ async fn exchange(
     uri.authority = Some(endpoint.authority().clone());
     uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     parts.uri = Uri::from_parts(uri).map_err(|e| Error::BadRequest(format!("invalid request URI: {e}")))?;
-    let request = Request::from_parts(parts, ());
+    Ok(Request::from_parts(parts, ()))
+}
 
+fn head_parts(head: &Head) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = http::Method::POST;
+    parts.uri = head.uri.clone();
+    parts.headers = head.headers.clone();
+    parts
+}
+
+/// Opens best-effort copies of the call to the rule's mirrors; never waits.
+fn open_mirrors(
+    rule: &Rule<Arc<Endpoint>>,
+    parts: &http::request::Parts,
+    end_of_stream: bool,
+) -> Vec<SendStream<Bytes>> {
+    let mut streams = Vec::new();
+    for mirror in &rule.mirrors {
+        if mirror.endpoints.is_empty() {
+            continue;
+        }
+        let ep = &mirror.endpoints[fastrand::usize(..mirror.endpoints.len())];
+        let Some(lease) = ep.try_lease() else { continue };
+        let Some(Ok(mut sender)) = lease.sender().ready().now_or_never() else { continue };
+        let copy = head_parts(&Head { uri: parts.uri.clone(), headers: parts.headers.clone() });
+        let Ok(request) = upstream_request(copy, ep, None) else { continue };
+        let Ok((response, send)) = sender.send_request(request, end_of_stream) else { continue };
+        tokio::spawn(drain_mirror(response, lease));
+        streams.push(send);
+    }
+    streams
+}
+
+/// Reads and discards a mirror's response so its stream and window are released.
+async fn drain_mirror(response: ResponseFuture, lease: Lease) {
+    if let Ok(r) = response.await {
+        let mut body = r.into_body();
+        while let Some(Ok(d)) = body.data().await {
+            let _ = body.flow_control().release_capacity(d.len());
+        }
+    }
+    drop(lease);
+}
+
+/// The first attempt: relays the client's stream.
+async fn stream(
+    parts: http::request::Parts,
+    mut body: RecvStream,
+    respond: &mut Responder,
+    rule: &Rule<Arc<Endpoint>>,
+    endpoint: &Arc<Endpoint>,
+    deadline: Option<Instant>,
+    retry: Option<&Retry>,
+) -> Attempt {
+    let lease = match endpoint.lease().await {
+        Ok(l) => l,
+        Err(e) => return Attempt::Failed { code: 14, held: Held::Error(e), replay: None, unsent: Some((parts, body)) },
+    };
     let end_of_stream = body.is_end_stream();
-    let sender = lease.sender().ready().await.map_err(upstream_err)?;
-    let mut sender = sender;
-    let (response, mut up_send) = sender.send_request(request, end_of_stream).map_err(upstream_err)?;
-    let mut request_pipe = if end_of_stream { Pipe::finished() } else { Pipe::default() };
-    let mut request_open = true;
+    let mirrors = if rule.mirrors.is_empty() { Vec::new() } else { open_mirrors(rule, &parts, end_of_stream) };
+    let request = match upstream_request(parts, endpoint, deadline) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let mut pipe = if end_of_stream { Pipe::finished() } else { Pipe::default().mirror_to(mirrors) };
+    if retry.is_some() {
+        pipe = pipe.capturing(REPLAY_LIMIT);
+    }
+    relay(request, Some(&mut body), pipe, respond, rule, endpoint, &lease, retry).await
+}
+
+/// A later attempt: sends the captured request again.
+async fn replay_attempt(
+    head: &Head,
+    chunks: &[Bytes],
+    respond: &mut Responder,
+    rule: &Rule<Arc<Endpoint>>,
+    endpoint: &Arc<Endpoint>,
+    deadline: Option<Instant>,
+    retry: Option<&Retry>,
+) -> Attempt {
+    let lease = match endpoint.lease().await {
+        Ok(l) => l,
+        Err(e) => return Attempt::Failed { code: 14, held: Held::Error(e), replay: None, unsent: None },
+    };
+    let request = match upstream_request(head_parts(head), endpoint, deadline) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let mut sender = match lease.sender().ready().await {
+        Ok(s) => s,
+        Err(e) => return Attempt::Done(Err(Error::Upstream { endpoint: endpoint.addr().to_string(), source: e })),
+    };
+    let (response, mut up_send) = match sender.send_request(request, false) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Done(Err(Error::Upstream { endpoint: endpoint.addr().to_string(), source: e })),
+    };
+    // The replayed request is at most REPLAY_LIMIT bytes: within any sane window, so send it whole.
+    for c in chunks {
+        let _ = up_send.send_data(c.clone(), false);
+    }
+    let _ = up_send.send_data(Bytes::new(), true);
+    relay_response(response, up_send, None, Pipe::finished(), respond, rule, endpoint, retry).await
+}
+
+async fn relay(
+    request: Request<()>,
+    body: Option<&mut RecvStream>,
+    pipe: Pipe,
+    respond: &mut Responder,
+    rule: &Rule<Arc<Endpoint>>,
+    endpoint: &Arc<Endpoint>,
+    lease: &Lease,
+    retry: Option<&Retry>,
+) -> Attempt {
+    let upstream_err = |source| Error::Upstream { endpoint: endpoint.addr().to_string(), source };
+    let end_of_stream = pipe.is_done();
+    let mut sender = match lease.sender().ready().await {
+        Ok(s) => s,
+        Err(e) => return Attempt::Done(Err(upstream_err(e))),
+    };
+    let (response, up_send) = match sender.send_request(request, end_of_stream) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Done(Err(upstream_err(e))),
+    };
+    relay_response(response, up_send, body, pipe, respond, rule, endpoint, retry).await
+}
+
+enum Upstream {
+    Waiting(ResponseFuture),
+    Streaming(RecvStream, Pipe),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_response(
+    response: ResponseFuture,
+    mut up_send: SendStream<Bytes>,
+    mut body: Option<&mut RecvStream>,
+    mut request_pipe: Pipe,
+    respond: &mut Responder,
+    rule: &Rule<Arc<Endpoint>>,
+    endpoint: &Arc<Endpoint>,
+    retry: Option<&Retry>,
+) -> Attempt {
+    let upstream_err = |source| Error::Upstream { endpoint: endpoint.addr().to_string(), source };
+    let mut request_open = !request_pipe.is_done();
     let mut upstream = Upstream::Waiting(response);
 
     poll_fn(|cx| {
@@ -125,40 +343,57 @@ async fn exchange(
             tracing::debug!(?reason, "client reset the stream; cancelling the backend stream");
             up_send.send_reset(Reason::CANCEL);
             respond.reset(reason);
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Attempt::Done(Ok(())));
         }
         if request_open {
-            match request_pipe.poll(cx, &mut body, &mut up_send) {
-                Poll::Pending => {}
-                Poll::Ready(Ok(())) => request_open = false,
-                Poll::Ready(Err(PipeError::Recv(e))) => {
-                    // The client reset its stream or its connection failed: cancel the backend's stream.
-                    tracing::debug!(error = %e, "client stream failed; cancelling the backend stream");
-                    up_send.send_reset(Reason::CANCEL);
-                    respond.reset(e.reason().unwrap_or(Reason::CANCEL));
-                    return Poll::Ready(Ok(()));
+            if let Some(body) = body.as_deref_mut() {
+                match request_pipe.poll(cx, body, &mut up_send) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => request_open = false,
+                    Poll::Ready(Err(PipeError::Recv(e))) => {
+                        // The client reset its stream or its connection failed: cancel the backend's stream.
+                        tracing::debug!(error = %e, "client stream failed; cancelling the backend stream");
+                        up_send.send_reset(Reason::CANCEL);
+                        respond.reset(e.reason().unwrap_or(Reason::CANCEL));
+                        return Poll::Ready(Attempt::Done(Ok(())));
+                    }
+                    // The backend stopped reading (it answered early or reset): the response side says how it ends.
+                    Poll::Ready(Err(PipeError::Send(_))) => request_open = false,
                 }
-                // The backend stopped reading (it answered early or reset): the response side says how it ends.
-                Poll::Ready(Err(PipeError::Send(_))) => request_open = false,
             }
         }
+        let replay = || request_pipe.captured().map(<[Bytes]>::to_vec);
         loop {
             match &mut upstream {
                 Upstream::Waiting(response) => match Pin::new(response).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(relay_upstream_error(e, respond, &upstream_err)),
+                    Poll::Ready(Err(e)) => {
+                        let refused = e.is_remote() && e.reason() == Some(Reason::REFUSED_STREAM);
+                        if refused && retry.is_some() {
+                            let held = Held::Reset(Reason::REFUSED_STREAM);
+                            return Poll::Ready(Attempt::Failed { code: 14, held, replay: replay(), unsent: None });
+                        }
+                        return Poll::Ready(Attempt::Done(relay_upstream_error(e, respond, &upstream_err)));
+                    }
                     Poll::Ready(Ok(response)) => {
                         let (mut head, recv) = response.into_parts();
                         strip_hop_by_hop(&mut head.headers);
                         rule.response_headers.apply(&mut head.headers);
                         // HEADERS with END_STREAM is a trailers-only response: relay it as exactly that.
                         let end = recv.is_end_stream();
+                        if end {
+                            if let Some(code) = retry.and_then(|r| grpc_status(&head.headers).filter(|c| r.retries(*c)))
+                            {
+                                let held = Held::Response(Response::from_parts(head, ()));
+                                return Poll::Ready(Attempt::Failed { code, held, replay: replay(), unsent: None });
+                            }
+                        }
                         if respond.send_headers(Response::from_parts(head, ()), end).is_err() {
                             up_send.send_reset(Reason::CANCEL);
-                            return Poll::Ready(Ok(()));
+                            return Poll::Ready(Attempt::Done(Ok(())));
                         }
                         if end {
-                            return Poll::Ready(Ok(()));
+                            return Poll::Ready(Attempt::Done(Ok(())));
                         }
                         upstream = Upstream::Streaming(recv, Pipe::default());
                     }
@@ -169,16 +404,16 @@ async fn exchange(
                         Poll::Pending => Poll::Pending,
                         Poll::Ready(Ok(())) => {
                             respond.mark_done();
-                            Poll::Ready(Ok(()))
+                            Poll::Ready(Attempt::Done(Ok(())))
                         }
                         Poll::Ready(Err(PipeError::Recv(e))) => {
-                            Poll::Ready(relay_upstream_error(e, respond, &upstream_err))
+                            Poll::Ready(Attempt::Done(relay_upstream_error(e, respond, &upstream_err)))
                         }
                         Poll::Ready(Err(PipeError::Send(e))) => {
                             tracing::debug!(error = %e, "client stopped receiving; cancelling the backend stream");
                             up_send.send_reset(Reason::CANCEL);
                             respond.reset(Reason::CANCEL);
-                            Poll::Ready(Ok(()))
+                            Poll::Ready(Attempt::Done(Ok(())))
                         }
                     };
                 }
@@ -186,6 +421,10 @@ async fn exchange(
         }
     })
     .await
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u8> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// A backend's RST_STREAM is passed through with its code (the client maps it per the gRPC spec); a failed

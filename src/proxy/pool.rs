@@ -180,6 +180,21 @@ impl Endpoint {
         Ok(Lease { conn, endpoint: self.clone() })
     }
 
+    /// A slot on an open connection without waiting; otherwise starts opening one in the background (for
+    /// best-effort work such as mirroring, which must never delay a call).
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(conn) = self.try_claim() {
+            return Some(Lease { conn, endpoint: self.clone() });
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.lease().await;
+        });
+        None
+    }
+
     fn try_claim(&self) -> Option<Arc<Conn>> {
         let conns = self.conns.load();
         for c in conns.iter() {

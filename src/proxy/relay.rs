@@ -20,11 +20,24 @@ pub enum PipeError {
 }
 
 /// Relays DATA (and trailers, or the final END_STREAM) from a receive stream to a send stream.
+///
+/// Optionally it also copies what it sends to mirror streams (best effort: a mirror without window for a chunk
+/// is reset rather than allowed to slow the primary), and keeps the sent chunks, up to a limit, so that a
+/// small request can be replayed on retry. Chunks are reference-counted: neither copies bytes.
 #[derive(Debug, Default)]
 pub struct Pipe {
     pending: Option<Bytes>,
     done: bool,
     bytes: u64,
+    mirrors: Vec<SendStream<Bytes>>,
+    capture: Option<Capture>,
+}
+
+#[derive(Debug)]
+struct Capture {
+    chunks: Vec<Bytes>,
+    limit: usize,
+    overflowed: bool,
 }
 
 impl Pipe {
@@ -41,6 +54,64 @@ impl Pipe {
     /// Bytes relayed so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Also sends everything to these streams, dropping any that cannot keep up.
+    pub fn mirror_to(mut self, mirrors: Vec<SendStream<Bytes>>) -> Self {
+        self.mirrors = mirrors;
+        self
+    }
+
+    /// Keeps up to `limit` bytes of what is sent, for [`Pipe::captured`].
+    pub fn capturing(mut self, limit: usize) -> Self {
+        self.capture = Some(Capture { chunks: Vec::new(), limit, overflowed: false });
+        self
+    }
+
+    /// Everything the source sent, once it ended without trailers and within the capture limit.
+    pub fn captured(&self) -> Option<&[Bytes]> {
+        match &self.capture {
+            Some(c) if self.done && !c.overflowed => Some(&c.chunks),
+            _ => None,
+        }
+    }
+
+    fn copy(&mut self, chunk: &Bytes) {
+        if let Some(c) = &mut self.capture {
+            if !c.overflowed {
+                let total: usize = c.chunks.iter().map(Bytes::len).sum::<usize>() + chunk.len();
+                if total > c.limit {
+                    c.overflowed = true;
+                    c.chunks = Vec::new();
+                } else {
+                    c.chunks.push(chunk.clone());
+                }
+            }
+        }
+        self.mirrors.retain_mut(|m| {
+            m.reserve_capacity(chunk.len());
+            if m.capacity() >= chunk.len() && m.send_data(chunk.clone(), false).is_ok() {
+                return true;
+            }
+            tracing::debug!("mirror cannot keep up; dropping it");
+            m.send_reset(h2::Reason::CANCEL);
+            false
+        });
+    }
+
+    fn end_mirrors(&mut self, trailers: Option<&http::HeaderMap>) {
+        for mut m in self.mirrors.drain(..) {
+            let _ = match trailers {
+                Some(t) => m.send_trailers(t.clone()),
+                None => m.send_data(Bytes::new(), true),
+            };
+        }
+        if trailers.is_some() {
+            if let Some(c) = &mut self.capture {
+                // Requests with trailers are not replayed.
+                c.overflowed = true;
+            }
+        }
     }
 
     /// Makes progress; Ready(Ok) once the source's end (trailers or END_STREAM) has been relayed.
@@ -73,6 +144,9 @@ impl Pipe {
                 if buf.is_empty() {
                     self.pending = None;
                 }
+                if !self.mirrors.is_empty() || self.capture.is_some() {
+                    self.copy(&chunk);
+                }
                 to.send_data(chunk, false).map_err(PipeError::Send)?;
                 self.bytes += n as u64;
                 // Only now that the destination took the bytes may the source send more.
@@ -85,9 +159,15 @@ impl Pipe {
                 Some(Err(e)) => return Poll::Ready(Err(PipeError::Recv(e))),
                 None => {
                     match ready!(from.poll_trailers(cx)) {
-                        Ok(Some(trailers)) => to.send_trailers(trailers).map_err(PipeError::Send)?,
+                        Ok(Some(trailers)) => {
+                            self.end_mirrors(Some(&trailers));
+                            to.send_trailers(trailers).map_err(PipeError::Send)?
+                        }
                         // The seed's point: a half-close without trailers is an empty DATA frame with END_STREAM.
-                        Ok(None) => to.send_data(Bytes::new(), true).map_err(PipeError::Send)?,
+                        Ok(None) => {
+                            self.end_mirrors(None);
+                            to.send_data(Bytes::new(), true).map_err(PipeError::Send)?
+                        }
                         Err(e) => return Poll::Ready(Err(PipeError::Recv(e))),
                     }
                     self.done = true;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Backend, Candidate, HeaderEdits, HeaderMatch, HostMatch, MethodMatch, RouteId, Rule, Table, Target,
+    Backend, Candidate, HeaderEdits, HeaderMatch, HostMatch, MethodMatch, Retry, RouteId, Rule, Table, Target,
     WeightedBackends,
 };
 use crate::crd::{BackendObjectRef, FilterType, GrpcRouteSpec};
@@ -236,6 +236,7 @@ fn compile_route<E>(
             }
         }
         let timeout = r.timeout.as_deref().map(parse_duration).transpose().map_err(at)?;
+        let retry = r.retry.as_ref().map(|p| Retry::compile(p, None, None).map(Arc::new)).transpose().map_err(at)?;
         let backends = WeightedBackends::new(r.backend_refs.iter().map(|b| {
             let weight = b.weight.unwrap_or(1);
             let target = match resolver.resolve(&route, &b.backend) {
@@ -257,6 +258,7 @@ fn compile_route<E>(
             response_headers: response_headers.unwrap_or_default(),
             mirrors,
             timeout,
+            retry,
         };
         out.push((rule, matches));
     }

@@ -12,6 +12,7 @@ mod balance;
 mod build;
 mod edits;
 mod matching;
+mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use self::build::{
 };
 pub use self::edits::HeaderEdits;
 pub use self::matching::{split_path, HeaderMatch, HostMatch, MethodMatch};
+pub use self::retry::{parse_code, Retry};
 
 /// The identity of a route: `namespace/name` (standalone routes use the namespace `default`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,6 +63,8 @@ pub struct Rule<E> {
     pub mirrors: Vec<Backend<E>>,
     /// Cap on the call's duration.
     pub timeout: Option<Duration>,
+    /// Retries of unary calls, shared by all calls of this rule (its budget counts them).
+    pub retry: Option<Arc<Retry>>,
 }
 
 impl<E> Rule<E> {
@@ -211,6 +215,7 @@ impl<E> Table<E> {
                     response_headers: r.response_headers.clone(),
                     mirrors: r.mirrors.iter().map(|m| m.map(&mut f)).collect(),
                     timeout: r.timeout,
+                    retry: r.retry.clone(),
                 })
             })
             .collect();
