@@ -15,6 +15,8 @@ pub struct RawSeen {
     pub resets: AtomicUsize,
     /// `grpc-timeout` of the last request, if any.
     pub last_timeout: std::sync::Mutex<Option<String>>,
+    /// Attempts seen per `x-key` (mode `fail-n`).
+    pub attempts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
@@ -35,6 +37,7 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                             req.headers().get("grpc-timeout").map(|v| v.to_str().unwrap().to_string());
                         let mode =
                             req.headers().get("x-mode").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                        let req_headers = req.headers().clone();
                         let _body = req.into_body();
                         let ok_headers =
                             || http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
@@ -55,6 +58,34 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                                     .body(())
                                     .unwrap();
                                 send.send_response(res, true).unwrap();
+                            }
+                            "fail-n" => {
+                                // Fails with `x-fail-code` (default 14) the first `x-fail-times` attempts per `x-key`.
+                                let h = |k: &str| req_headers.get(k).map(|v| v.to_str().unwrap().to_string());
+                                let key = h("x-key").unwrap_or_default();
+                                let times: usize = h("x-fail-times").and_then(|v| v.parse().ok()).unwrap_or(1);
+                                let code = h("x-fail-code").unwrap_or_else(|| "14".into());
+                                let n = {
+                                    let mut a = seen.attempts.lock().unwrap();
+                                    let n = a.entry(key).or_default();
+                                    *n += 1;
+                                    *n
+                                };
+                                if n <= times {
+                                    let res = http::Response::builder()
+                                        .header("content-type", "application/grpc")
+                                        .header("grpc-status", code)
+                                        .body(())
+                                        .unwrap();
+                                    send.send_response(res, true).unwrap();
+                                } else {
+                                    let mut body = send.send_response(ok_headers(), false).unwrap();
+                                    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false).unwrap();
+                                    let mut t = http::HeaderMap::new();
+                                    t.insert("grpc-status", "0".parse().unwrap());
+                                    t.insert("x-attempt", n.to_string().parse().unwrap());
+                                    body.send_trailers(t).unwrap();
+                                }
                             }
                             "hang" => {
                                 if std::future::poll_fn(|cx| send.poll_reset(cx)).await.is_ok() {
