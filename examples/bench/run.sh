@@ -137,6 +137,19 @@ if [ "$BUILD" = 1 ]; then
 fi
 if want envoy; then install_envoy; fi
 
+# busy_percent: how busy both CPUs were over one second, from /proc/stat.
+busy_percent() {
+  local a b
+  read -ra a < <(grep '^cpu ' /proc/stat)
+  sleep 1
+  read -ra b < <(grep '^cpu ' /proc/stat)
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $((100 - 100 * (b[4] + b[5] - a[4] - a[5]) / (total > 0 ? total : 1)))
+}
+busy=$(busy_percent)
+[ "$busy" -le 10 ] || warn "the machine is already ${busy}% busy before the benchmark; expect noisy figures"
+
 OUT=$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 python3 "$HERE/gen-config.py" envoy --backend-port "$BACKEND_PORT" \
