@@ -1,4 +1,4 @@
-//! The admin listener (`/healthz`, `/readyz`) and the readiness state shared with gRPC health.
+//! The admin listener (`/healthz`, `/readyz`, `/metrics`) and the readiness state shared with gRPC health.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tonic_health::server::HealthReporter;
 
+use crate::metrics::Metrics;
 use crate::proxy::Shutdown;
 
 /// Whether this replica should get traffic: listener up, first route sync done, not draining.
@@ -70,7 +71,7 @@ impl Readiness {
 }
 
 /// Serves the admin endpoints until `shutdown`.
-pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, mut shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, metrics: Metrics, mut shutdown: Shutdown) {
     loop {
         let (tcp, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -82,23 +83,34 @@ pub async fn serve(listener: TcpListener, readiness: Arc<Readiness>, mut shutdow
             },
             _ = shutdown.wait() => return,
         };
-        let readiness = readiness.clone();
+        let (readiness, metrics) = (readiness.clone(), metrics.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, readiness.clone()));
+            let svc = hyper::service::service_fn(move |req| handle(req, readiness.clone(), metrics.clone()));
             let io = hyper_util::rt::TokioIo::new(tcp);
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
         });
     }
 }
 
-async fn handle(req: Request<Incoming>, readiness: Arc<Readiness>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    readiness: Arc<Readiness>,
+    metrics: Metrics,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
-        "/healthz" | "/livez" => (StatusCode::OK, "ok\n"),
-        "/readyz" if readiness.is_ready() => (StatusCode::OK, "ready\n"),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+        "/healthz" | "/livez" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
+        "/readyz" if readiness.is_ready() => (StatusCode::OK, Bytes::from_static(b"ready\n")),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"not ready\n")),
+        "/metrics" => (StatusCode::OK, Bytes::from(metrics.render())),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
     };
-    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
+    if req.uri().path() == "/metrics" {
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+    }
     Ok(res)
 }

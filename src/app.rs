@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use crate::admin::{self, Readiness};
 use crate::config::{ExplainArgs, LogFormat, RunArgs};
 use crate::crd::GrpcRoute;
-use crate::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, TowerHandler};
+use crate::metrics::Metrics;
+use crate::proxy::{shutdown_signal, Forwarder, PoolMetrics, Pools, Routes, Server, TowerHandler};
 use crate::table::{CallInfo, Verdict};
 use crate::{controller, standalone};
 
@@ -49,7 +50,13 @@ pub fn init_tracing(filter: &str, format: LogFormat) -> Result<(), Fatal> {
 pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(health);
-    let routes = Arc::new(Routes::new(Pools::new(args.pool_settings())));
+    let metrics = Metrics::new();
+    let pool_metrics = PoolMetrics {
+        connections: metrics.upstream_connections.clone(),
+        connect_failures: metrics.connect_failures.clone(),
+    };
+    let pools = Pools::new(args.pool_settings()).with_metrics(pool_metrics);
+    let routes = Arc::new(Routes::with_metrics(pools, metrics.clone()));
     // Standalone: the file must load before we listen. Cluster: readiness waits for the first sync.
     let client = match &args.routes {
         Some(path) => {
@@ -71,10 +78,11 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         .await
         .map_err(|e| Fatal::Runtime(format!("cannot listen on {}: {e}", args.admin)))?;
     let (trigger, shutdown) = shutdown_signal();
-    tokio::spawn(admin::serve(admin_listener, readiness.clone(), shutdown.clone()));
+    tokio::spawn(admin::serve(admin_listener, readiness.clone(), metrics.clone(), shutdown.clone()));
     match (client, &args.routes) {
         (Some(client), _) => {
-            tokio::spawn(controller::run(client, args.controller_config(), routes.clone(), readiness.clone()));
+            let config = args.controller_config();
+            tokio::spawn(controller::run(client, config, routes.clone(), readiness.clone(), metrics.clone()));
         }
         (None, Some(path)) => {
             tokio::spawn(standalone::watch(path.clone(), routes.clone(), args.reload_interval));
@@ -85,7 +93,8 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
 
     let server = Server::new(Forwarder::new(routes))
         .service("grpc.health.v1.Health", TowerHandler(health_service))
-        .settings(args.server_settings());
+        .settings(args.server_settings())
+        .connection_gauge(metrics.downstream_connections.clone());
     let serving = tokio::spawn(server.serve(listener, shutdown));
     readiness.set_listening();
     tracing::info!(listen = %args.listen, admin = %args.admin, "switchboard serving");

@@ -21,7 +21,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve gRPC, forwarding calls by the routes in a file (standalone mode).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the GrpcRoute CustomResourceDefinition as YAML.
     Crd,
     /// Show where a call would go, and why, for the routes in a file.

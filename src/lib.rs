@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod metrics;
 pub mod proxy;
 pub mod standalone;
 pub mod table;

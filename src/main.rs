@@ -12,7 +12,7 @@ fn main() {
             Ok(())
         }
         Command::Explain(a) => app::explain(&a).map(|out| print!("{out}")),
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
     };
     if let Err(e) = result {
         eprintln!("switchboard: {e}");

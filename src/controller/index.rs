@@ -43,9 +43,12 @@ pub struct RouteOutcome {
     pub report: Result<RouteReport, String>,
 }
 
+/// A route as read: identity, generation, the typed route (or why not), creation time.
+type Parsed = (RouteId, Option<i64>, Result<GrpcRoute, String>, Option<String>);
+
 /// Builds the table from a snapshot. Routes are ordered oldest first, then by `namespace/name`.
 pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
-    let mut parsed: Vec<(RouteId, Option<i64>, Result<GrpcRoute, String>, Option<String>)> = snapshot
+    let mut parsed: Vec<Parsed> = snapshot
         .routes
         .iter()
         .map(|obj| {

@@ -27,6 +27,7 @@ use self::leader::LeaseConfig;
 use self::reference_grant::ReferenceGrant;
 use crate::admin::Readiness;
 use crate::crd::{GrpcRoute, GrpcRouteStatus};
+use crate::metrics::Metrics;
 use crate::proxy::Routes;
 
 /// What the controller watches and how it writes.
@@ -91,13 +92,19 @@ impl Stores {
 }
 
 /// Runs the controller until the process ends. Readiness is set after the first full sync.
-pub async fn run(client: Client, config: ControllerConfig, routes: Arc<Routes>, readiness: Arc<Readiness>) {
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    routes: Arc<Routes>,
+    readiness: Arc<Readiness>,
+    metrics: Metrics,
+) {
     let changed = Arc::new(Notify::new());
     let grants_installed = grants_installed(&client).await;
     if !grants_installed {
         tracing::info!("ReferenceGrant CRD not installed: cross-namespace backendRefs will be refused");
     }
-    let stores = start_watches(&client, &config, grants_installed, &changed);
+    let stores = start_watches(&client, &config, grants_installed, &changed, &metrics);
 
     let (leader_tx, mut leader_rx) = watch::channel(config.lease.is_none());
     if let Some(lease) = config.lease.clone() {
@@ -112,17 +119,25 @@ pub async fn run(client: Client, config: ControllerConfig, routes: Arc<Routes>, 
     stores.wait_until_ready().await;
     let mut synced = false;
     loop {
+        let started = std::time::Instant::now();
         let snapshot = stores.snapshot();
         let (table, outcomes) = index::build(&snapshot);
         let rules = table.rules().len();
         routes.swap(table);
+        metrics.reconciles.inc();
+        metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        let rejected = outcomes.iter().filter(|o| o.report.as_ref().map_or(true, |r| r.accepted.is_err())).count();
+        metrics.routes.with_label_values(&["accepted"]).set((outcomes.len() - rejected) as i64);
+        metrics.routes.with_label_values(&["rejected"]).set(rejected as i64);
         if !synced {
             synced = true;
             readiness.set_synced();
             tracing::info!(routes = outcomes.len(), rules, "first route sync done");
         }
-        if *leader_rx.borrow_and_update() {
-            write_statuses(&client, &config, &recorder, &snapshot, &outcomes).await;
+        let leading = *leader_rx.borrow_and_update();
+        metrics.leader.set(i64::from(leading));
+        if leading {
+            write_statuses(&client, &config, &recorder, &snapshot, &outcomes, &metrics).await;
         }
         tokio::select! {
             _ = changed.notified() => {}
@@ -135,13 +150,16 @@ pub async fn run(client: Client, config: ControllerConfig, routes: Arc<Routes>, 
 
 async fn grants_installed(client: &Client) -> bool {
     let api: Api<ReferenceGrant> = Api::all(client.clone());
-    match api.list(&ListParams::default().limit(1)).await {
-        Err(kube::Error::Api(e)) if e.code == 404 => false,
-        _ => true,
-    }
+    !matches!(api.list(&ListParams::default().limit(1)).await, Err(kube::Error::Api(e)) if e.code == 404)
 }
 
-fn start_watches(client: &Client, config: &ControllerConfig, grants: bool, changed: &Arc<Notify>) -> Stores {
+fn start_watches(
+    client: &Client,
+    config: &ControllerConfig,
+    grants: bool,
+    changed: &Arc<Notify>,
+    metrics: &Metrics,
+) -> Stores {
     let scopes: Vec<Option<&str>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -161,17 +179,23 @@ fn start_watches(client: &Client, config: &ControllerConfig, grants: bool, chang
         let writer = reflector::store::Writer::new(route_ar.clone());
         stores.routes.push(writer.as_reader());
         let stream = watcher(api, route_cfg.clone()).default_backoff().reflect(writer);
-        tokio::spawn(drive(stream, changed.clone(), "grpcroutes"));
-        stores.services.push(watch_typed::<Service>(client, scope, changed, "services"));
-        stores.slices.push(watch_typed::<EndpointSlice>(client, scope, changed, "endpointslices"));
+        tokio::spawn(drive(stream, changed.clone(), "grpcroutes", metrics.clone()));
+        stores.services.push(watch_typed::<Service>(client, scope, changed, "services", metrics));
+        stores.slices.push(watch_typed::<EndpointSlice>(client, scope, changed, "endpointslices", metrics));
         if let Some(g) = stores.grants.as_mut() {
-            g.push(watch_typed::<ReferenceGrant>(client, scope, changed, "referencegrants"));
+            g.push(watch_typed::<ReferenceGrant>(client, scope, changed, "referencegrants", metrics));
         }
     }
     stores
 }
 
-fn watch_typed<K>(client: &Client, scope: Option<&str>, changed: &Arc<Notify>, kind: &'static str) -> Store<K>
+fn watch_typed<K>(
+    client: &Client,
+    scope: Option<&str>,
+    changed: &Arc<Notify>,
+    kind: &'static str,
+    metrics: &Metrics,
+) -> Store<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -182,20 +206,28 @@ where
     };
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    tokio::spawn(drive(stream, changed.clone(), kind));
+    tokio::spawn(drive(stream, changed.clone(), kind, metrics.clone()));
     reader
 }
 
-async fn drive<K, S>(stream: S, changed: Arc<Notify>, kind: &'static str)
+async fn drive<K, S>(stream: S, changed: Arc<Notify>, kind: &'static str, metrics: Metrics)
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
+    let (events, errors) =
+        (metrics.watch_events.with_label_values(&[kind]), metrics.watch_errors.with_label_values(&[kind]));
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
         match event {
-            Ok(_) => changed.notify_one(),
+            Ok(_) => {
+                events.inc();
+                changed.notify_one();
+            }
             // The stream retries with backoff (and relists on 410 Gone) by itself.
-            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+            Err(e) => {
+                errors.inc();
+                tracing::warn!(kind, error = %e, "watch failed; retrying");
+            }
         }
     }
 }
@@ -207,6 +239,7 @@ async fn write_statuses(
     recorder: &Recorder,
     snapshot: &Snapshot,
     outcomes: &[RouteOutcome],
+    metrics: &Metrics,
 ) {
     let ar = ApiResource::erase::<GrpcRoute>(&());
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -230,8 +263,14 @@ async fn write_statuses(
             serde_json::json!({ "apiVersion": "switchboard.dev/v1alpha1", "kind": "GrpcRoute", "status": next });
         let params = PatchParams::apply(&config.field_manager).force();
         match api.patch_status(&outcome.id.name, &params, &Patch::Apply(&patch)).await {
-            Ok(_) => tracing::debug!(route = %outcome.id, "status written"),
-            Err(e) => tracing::warn!(route = %outcome.id, error = %e, "status write failed"),
+            Ok(_) => {
+                metrics.status_writes.with_label_values(&["ok"]).inc();
+                tracing::debug!(route = %outcome.id, "status written");
+            }
+            Err(e) => {
+                metrics.status_writes.with_label_values(&["error"]).inc();
+                tracing::warn!(route = %outcome.id, error = %e, "status write failed");
+            }
         }
         let was_accepted = previous.as_ref().is_none_or(status::is_accepted);
         if !status::is_accepted(&next) && was_accepted {

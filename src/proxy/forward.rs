@@ -17,10 +17,12 @@ use http::{HeaderMap, Request, Response, Uri};
 use super::handler::{BoxFuture, Handler, Responder};
 use super::headers::strip_hop_by_hop;
 use super::pool::{Endpoint, Lease};
-use super::relay::{Pipe, PipeError};
-use super::routes::Routes;
+use super::relay::{grpc_status, Pipe, PipeError};
+use super::routes::{Bound, Routes};
+use super::status::code_for_reset;
 use super::status::Error;
 use super::timeout;
+use crate::metrics::BackendMetrics;
 use crate::table::{CallInfo, Pick, Retry, Rule};
 
 /// Requests up to this size are kept (by reference) while they are relayed, so a rule with a retry policy can
@@ -53,45 +55,92 @@ impl Handler for Forwarder {
 impl Forwarder {
     async fn forward(&self, request: Request<RecvStream>, respond: &mut Responder) -> Result<(), Error> {
         let start = Instant::now();
-        let table = self.routes.load();
-        let (parts, body) = request.into_parts();
-        let authority = match parts.uri.authority() {
-            Some(a) => a.as_str(),
-            None => parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+        let bound = self.routes.load();
+        let metrics = self.routes.metrics();
+        let method = bound.method_metrics(request.uri().path());
+        method.start();
+        metrics.active_streams.inc();
+        let mut obs = Observed::default();
+        let result = route(request, respond, &bound, start, &mut obs).await;
+        let code = match &result {
+            Ok(()) => obs.code.unwrap_or(tonic::Code::Unknown as u8),
+            Err(e) => {
+                metrics.local_response(e.reason());
+                e.code() as u8
+            }
         };
-        let call = CallInfo { authority, path: parts.uri.path(), headers: &parts.headers };
-        let rule = table.lookup(&call).ok_or_else(|| Error::NoRoute { method: parts.uri.path().to_string() })?;
-
-        let client_budget =
-            parts.headers.get("grpc-timeout").map(timeout::parse).transpose().map_err(Error::BadRequest)?;
-        let budget = match (client_budget, rule.timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(r) = &rule.retry {
-            r.record_call();
+        method.finish(code, start.elapsed(), obs.received, obs.sent);
+        if let Some(b) = &obs.backend {
+            b.response(code);
         }
-        let exchange = exchange(parts, body, respond, rule, budget.map(|b| start + b));
-        match budget {
-            None => exchange.await,
-            Some(b) => match tokio::time::timeout_at((start + b).into(), exchange).await {
-                Ok(r) => r,
-                // Dropping the exchange dropped the backend stream, which h2 resets with CANCEL.
-                Err(_) => Err(Error::DeadlineExceeded(b)),
-            },
-        }
+        metrics.active_streams.dec();
+        result
     }
 }
 
-fn pick(rule: &Rule<Arc<Endpoint>>) -> Result<&Arc<Endpoint>, Error> {
-    match rule.backends.pick() {
-        Pick::Endpoint(_, ep) => Ok(ep),
-        Pick::NoEndpoints(b) => Err(Error::NoEndpoints { backend: b.name.to_string() }),
-        Pick::Unresolved { name, reason } => {
-            Err(Error::Unresolved { backend: name.to_string(), reason: reason.to_string() })
-        }
-        Pick::NoBackends => Err(Error::NoBackends { rule: rule.describe() }),
+/// What the metrics need to know of a call.
+#[derive(Debug, Default)]
+struct Observed {
+    /// The gRPC status the client got, when it came from the backend (or a reset).
+    code: Option<u8>,
+    backend: Option<Arc<BackendMetrics>>,
+    received: u64,
+    sent: u64,
+}
+
+async fn route(
+    request: Request<RecvStream>,
+    respond: &mut Responder,
+    bound: &Bound,
+    start: Instant,
+    obs: &mut Observed,
+) -> Result<(), Error> {
+    let (parts, body) = request.into_parts();
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+    };
+    let call = CallInfo { authority, path: parts.uri.path(), headers: &parts.headers };
+    let rule = bound.lookup(&call).ok_or_else(|| Error::NoRoute { method: parts.uri.path().to_string() })?;
+
+    let client_budget = parts.headers.get("grpc-timeout").map(timeout::parse).transpose().map_err(Error::BadRequest)?;
+    let budget = match (client_budget, rule.timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(r) = &rule.retry {
+        r.record_call();
     }
+    let exchange = exchange(parts, body, respond, rule, bound, budget.map(|b| start + b), obs);
+    match budget {
+        None => exchange.await,
+        Some(b) => match tokio::time::timeout_at((start + b).into(), exchange).await {
+            Ok(r) => r,
+            // Dropping the exchange dropped the backend stream, which h2 resets with CANCEL.
+            Err(_) => Err(Error::DeadlineExceeded(b)),
+        },
+    }
+}
+
+fn pick<'r>(rule: &'r Rule<Arc<Endpoint>>, bound: &Bound, obs: &mut Observed) -> Result<&'r Arc<Endpoint>, Error> {
+    let (name, result) = match rule.backends.pick() {
+        Pick::Endpoint(b, ep) => (&*b.name, Ok(ep)),
+        Pick::NoEndpoints(b) => (&*b.name, Err(Error::NoEndpoints { backend: b.name.to_string() })),
+        Pick::Unresolved { name, reason } => {
+            (name, Err(Error::Unresolved { backend: name.to_string(), reason: reason.to_string() }))
+        }
+        Pick::NoBackends => return Err(Error::NoBackends { rule: rule.describe() }),
+    };
+    obs.backend = bound.backend_metrics(name).cloned();
+    if let Some(b) = &obs.backend {
+        b.request();
+    }
+    result
+}
+
+/// The rule's retry policy, if it can retry at all.
+fn retry_of(rule: &Rule<Arc<Endpoint>>) -> Option<&Retry> {
+    rule.retry.as_deref().filter(|r| r.attempts > 1)
 }
 
 /// A final answer held back because it may be retried.
@@ -109,7 +158,7 @@ enum Attempt {
     /// The call is finished (relayed, or failed for good).
     Done(Result<(), Error>),
     /// Retryable outcome; `replay` holds the whole request when it can be sent again.
-    Failed { code: u8, held: Held, replay: Option<Vec<Bytes>>, unsent: Option<(http::request::Parts, RecvStream)> },
+    Failed { code: u8, held: Held, replay: Option<Vec<Bytes>>, unsent: Option<Box<(http::request::Parts, RecvStream)>> },
 }
 
 /// The call's request headers, kept for replays.
@@ -123,22 +172,24 @@ async fn exchange(
     body: RecvStream,
     respond: &mut Responder,
     rule: &Rule<Arc<Endpoint>>,
+    bound: &Bound,
     deadline: Option<Instant>,
+    obs: &mut Observed,
 ) -> Result<(), Error> {
     strip_hop_by_hop(&mut parts.headers);
     rule.request_headers.apply(&mut parts.headers);
-    let retry = rule.retry.as_deref().filter(|r| r.attempts > 1);
+    let retry = retry_of(rule);
     let head = retry.map(|_| Head { uri: parts.uri.clone(), headers: parts.headers.clone() });
     let mut source = Some((parts, body));
     let mut replay: Option<Vec<Bytes>> = None;
     let mut attempt = 1;
     loop {
-        let outcome = match pick(rule) {
+        let outcome = match pick(rule, bound, obs) {
             Err(e) => return Err(e),
             Ok(endpoint) => match (source.take(), &replay, &head) {
-                (Some((parts, body)), _, _) => stream(parts, body, respond, rule, endpoint, deadline, retry).await,
+                (Some((parts, body)), _, _) => stream(parts, body, respond, rule, endpoint, deadline, obs).await,
                 (None, Some(chunks), Some(head)) => {
-                    replay_attempt(head, chunks, respond, rule, endpoint, deadline, retry).await
+                    replay_attempt(head, chunks, respond, rule, endpoint, deadline, obs).await
                 }
                 (None, _, _) => return Err(Error::BadRequest("request cannot be replayed".into())),
             },
@@ -149,7 +200,7 @@ async fn exchange(
                 if r.is_some() {
                     replay = r;
                 }
-                source = unsent;
+                source = unsent.map(|b| *b);
                 (code, held)
             }
         };
@@ -162,10 +213,12 @@ async fn exchange(
         }
         return match held {
             Held::Response(res) => {
+                obs.code = grpc_status(res.headers());
                 let _ = respond.send_headers(res, true);
                 Ok(())
             }
             Held::Reset(reason) => {
+                obs.code = Some(code_for_reset(reason) as u8);
                 respond.reset(reason);
                 Ok(())
             }
@@ -242,11 +295,19 @@ async fn stream(
     rule: &Rule<Arc<Endpoint>>,
     endpoint: &Arc<Endpoint>,
     deadline: Option<Instant>,
-    retry: Option<&Retry>,
+    obs: &mut Observed,
 ) -> Attempt {
+    let retry = retry_of(rule);
     let lease = match endpoint.lease().await {
         Ok(l) => l,
-        Err(e) => return Attempt::Failed { code: 14, held: Held::Error(e), replay: None, unsent: Some((parts, body)) },
+        Err(e) => {
+            return Attempt::Failed {
+                code: 14,
+                held: Held::Error(e),
+                replay: None,
+                unsent: Some(Box::new((parts, body))),
+            }
+        }
     };
     let end_of_stream = body.is_end_stream();
     let mirrors = if rule.mirrors.is_empty() { Vec::new() } else { open_mirrors(rule, &parts, end_of_stream) };
@@ -258,7 +319,7 @@ async fn stream(
     if retry.is_some() {
         pipe = pipe.capturing(REPLAY_LIMIT);
     }
-    relay(request, Some(&mut body), pipe, respond, rule, endpoint, &lease, retry).await
+    relay(request, Some(&mut body), pipe, respond, rule, endpoint, &lease, obs).await
 }
 
 /// A later attempt: sends the captured request again.
@@ -269,7 +330,7 @@ async fn replay_attempt(
     rule: &Rule<Arc<Endpoint>>,
     endpoint: &Arc<Endpoint>,
     deadline: Option<Instant>,
-    retry: Option<&Retry>,
+    obs: &mut Observed,
 ) -> Attempt {
     let lease = match endpoint.lease().await {
         Ok(l) => l,
@@ -292,9 +353,10 @@ async fn replay_attempt(
         let _ = up_send.send_data(c.clone(), false);
     }
     let _ = up_send.send_data(Bytes::new(), true);
-    relay_response(response, up_send, None, Pipe::finished(), respond, rule, endpoint, retry).await
+    relay_response(response, up_send, None, Pipe::finished(), respond, rule, endpoint, obs).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     request: Request<()>,
     body: Option<&mut RecvStream>,
@@ -303,7 +365,7 @@ async fn relay(
     rule: &Rule<Arc<Endpoint>>,
     endpoint: &Arc<Endpoint>,
     lease: &Lease,
-    retry: Option<&Retry>,
+    obs: &mut Observed,
 ) -> Attempt {
     let upstream_err = |source| Error::Upstream { endpoint: endpoint.addr().to_string(), source };
     let end_of_stream = pipe.is_done();
@@ -315,7 +377,7 @@ async fn relay(
         Ok(r) => r,
         Err(e) => return Attempt::Done(Err(upstream_err(e))),
     };
-    relay_response(response, up_send, body, pipe, respond, rule, endpoint, retry).await
+    relay_response(response, up_send, body, pipe, respond, rule, endpoint, obs).await
 }
 
 enum Upstream {
@@ -327,14 +389,46 @@ enum Upstream {
 async fn relay_response(
     response: ResponseFuture,
     mut up_send: SendStream<Bytes>,
-    mut body: Option<&mut RecvStream>,
+    body: Option<&mut RecvStream>,
     mut request_pipe: Pipe,
     respond: &mut Responder,
     rule: &Rule<Arc<Endpoint>>,
     endpoint: &Arc<Endpoint>,
-    retry: Option<&Retry>,
+    obs: &mut Observed,
 ) -> Attempt {
     let upstream_err = |source| Error::Upstream { endpoint: endpoint.addr().to_string(), source };
+    let sent_at = Instant::now();
+    let outcome = relay_frames(
+        response,
+        &mut up_send,
+        body,
+        &mut request_pipe,
+        respond,
+        rule,
+        retry_of(rule),
+        obs,
+        sent_at,
+        &upstream_err,
+    )
+    .await;
+    obs.received += request_pipe.messages();
+    outcome
+}
+
+/// The relay loop proper: both directions and the client's reset, polled by one task.
+#[allow(clippy::too_many_arguments)]
+async fn relay_frames(
+    response: ResponseFuture,
+    up_send: &mut SendStream<Bytes>,
+    mut body: Option<&mut RecvStream>,
+    request_pipe: &mut Pipe,
+    respond: &mut Responder,
+    rule: &Rule<Arc<Endpoint>>,
+    retry: Option<&Retry>,
+    obs: &mut Observed,
+    sent_at: Instant,
+    upstream_err: &impl Fn(h2::Error) -> Error,
+) -> Attempt {
     let mut request_open = !request_pipe.is_done();
     let mut upstream = Upstream::Waiting(response);
 
@@ -343,11 +437,12 @@ async fn relay_response(
             tracing::debug!(?reason, "client reset the stream; cancelling the backend stream");
             up_send.send_reset(Reason::CANCEL);
             respond.reset(reason);
+            obs.code = Some(tonic::Code::Cancelled as u8);
             return Poll::Ready(Attempt::Done(Ok(())));
         }
         if request_open {
             if let Some(body) = body.as_deref_mut() {
-                match request_pipe.poll(cx, body, &mut up_send) {
+                match request_pipe.poll(cx, body, up_send) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(())) => request_open = false,
                     Poll::Ready(Err(PipeError::Recv(e))) => {
@@ -355,6 +450,7 @@ async fn relay_response(
                         tracing::debug!(error = %e, "client stream failed; cancelling the backend stream");
                         up_send.send_reset(Reason::CANCEL);
                         respond.reset(e.reason().unwrap_or(Reason::CANCEL));
+                        obs.code = Some(tonic::Code::Cancelled as u8);
                         return Poll::Ready(Attempt::Done(Ok(())));
                     }
                     // The backend stopped reading (it answered early or reset): the response side says how it ends.
@@ -373,9 +469,12 @@ async fn relay_response(
                             let held = Held::Reset(Reason::REFUSED_STREAM);
                             return Poll::Ready(Attempt::Failed { code: 14, held, replay: replay(), unsent: None });
                         }
-                        return Poll::Ready(Attempt::Done(relay_upstream_error(e, respond, &upstream_err)));
+                        return Poll::Ready(Attempt::Done(relay_upstream_error(e, respond, upstream_err, obs)));
                     }
                     Poll::Ready(Ok(response)) => {
+                        if let Some(b) = &obs.backend {
+                            b.response_started(sent_at.elapsed());
+                        }
                         let (mut head, recv) = response.into_parts();
                         strip_hop_by_hop(&mut head.headers);
                         rule.response_headers.apply(&mut head.headers);
@@ -387,6 +486,9 @@ async fn relay_response(
                                 let held = Held::Response(Response::from_parts(head, ()));
                                 return Poll::Ready(Attempt::Failed { code, held, replay: replay(), unsent: None });
                             }
+                        }
+                        if end {
+                            obs.code = grpc_status(&head.headers);
                         }
                         if respond.send_headers(Response::from_parts(head, ()), end).is_err() {
                             up_send.send_reset(Reason::CANCEL);
@@ -400,19 +502,23 @@ async fn relay_response(
                 },
                 Upstream::Streaming(recv, pipe) => {
                     let down: &mut SendStream<Bytes> = respond.body().expect("headers were sent");
-                    return match pipe.poll(cx, recv, down) {
+                    let polled = pipe.poll(cx, recv, down);
+                    obs.sent = pipe.messages();
+                    return match polled {
                         Poll::Pending => Poll::Pending,
                         Poll::Ready(Ok(())) => {
+                            obs.code = pipe.status();
                             respond.mark_done();
                             Poll::Ready(Attempt::Done(Ok(())))
                         }
                         Poll::Ready(Err(PipeError::Recv(e))) => {
-                            Poll::Ready(Attempt::Done(relay_upstream_error(e, respond, &upstream_err)))
+                            Poll::Ready(Attempt::Done(relay_upstream_error(e, respond, upstream_err, obs)))
                         }
                         Poll::Ready(Err(PipeError::Send(e))) => {
                             tracing::debug!(error = %e, "client stopped receiving; cancelling the backend stream");
                             up_send.send_reset(Reason::CANCEL);
                             respond.reset(Reason::CANCEL);
+                            obs.code = Some(tonic::Code::Cancelled as u8);
                             Poll::Ready(Attempt::Done(Ok(())))
                         }
                     };
@@ -423,20 +529,18 @@ async fn relay_response(
     .await
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<u8> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
 /// A backend's RST_STREAM is passed through with its code (the client maps it per the gRPC spec); a failed
 /// connection becomes UNAVAILABLE.
 fn relay_upstream_error(
     e: h2::Error,
     respond: &mut Responder,
     upstream_err: &impl Fn(h2::Error) -> Error,
+    obs: &mut Observed,
 ) -> Result<(), Error> {
     match e.reason() {
         Some(reason) if e.is_reset() && e.is_remote() => {
             tracing::debug!(?reason, "backend reset the stream; relaying the reset");
+            obs.code = Some(code_for_reset(reason) as u8);
             respond.reset(reason);
             Ok(())
         }

@@ -14,9 +14,9 @@ mod tower;
 
 pub use self::forward::Forwarder;
 pub use self::handler::{BoxFuture, Handler, Responder};
-pub use self::pool::{Endpoint, Lease, PoolSettings, Pools};
+pub use self::pool::{Endpoint, Lease, PoolMetrics, PoolSettings, Pools};
 pub use self::relay::{Pipe, PipeError};
-pub use self::routes::{ProxyTable, Routes};
+pub use self::routes::{Bound, ProxyTable, Routes};
 pub use self::server::{shutdown_signal, Server, ServerSettings, Shutdown, ShutdownTrigger};
 pub use self::status::Error;
 pub use self::tower::{H2Body, TowerHandler};

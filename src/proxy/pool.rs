@@ -58,12 +58,28 @@ impl Default for PoolSettings {
 pub struct Pools {
     settings: Arc<PoolSettings>,
     endpoints: Mutex<HashMap<EndpointAddr, Weak<Endpoint>>>,
+    metrics: Option<PoolMetrics>,
+}
+
+/// What pools count: open backend connections and failed connects.
+#[derive(Clone, Debug)]
+pub struct PoolMetrics {
+    /// Open backend connections.
+    pub connections: prometheus::IntGauge,
+    /// Failed connects, labelled by backend.
+    pub connect_failures: prometheus::IntCounterVec,
 }
 
 impl Pools {
     /// An empty registry.
     pub fn new(settings: PoolSettings) -> Self {
-        Self { settings: Arc::new(settings), endpoints: Mutex::new(HashMap::new()) }
+        Self { settings: Arc::new(settings), endpoints: Mutex::new(HashMap::new()), metrics: None }
+    }
+
+    /// Counts connections and connect failures.
+    pub fn with_metrics(mut self, metrics: PoolMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The endpoint for `addr`, shared with every table that names it (called when a table is bound, not per
@@ -74,7 +90,7 @@ impl Pools {
             return ep;
         }
         map.retain(|_, w| w.strong_count() > 0);
-        let ep = Arc::new(Endpoint::new(addr.clone(), self.settings.clone()));
+        let ep = Arc::new(Endpoint::new(addr.clone(), self.settings.clone(), self.metrics.clone()));
         map.insert(addr.clone(), Arc::downgrade(&ep));
         ep
     }
@@ -89,6 +105,7 @@ pub struct Endpoint {
     conns: ArcSwap<Vec<Arc<Conn>>>,
     connect: tokio::sync::Mutex<Backoff>,
     in_flight: AtomicUsize,
+    metrics: Option<PoolMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +156,7 @@ impl Load for Arc<Endpoint> {
 static CONN_IDS: AtomicU64 = AtomicU64::new(0);
 
 impl Endpoint {
-    fn new(addr: EndpointAddr, settings: Arc<PoolSettings>) -> Self {
+    fn new(addr: EndpointAddr, settings: Arc<PoolSettings>, metrics: Option<PoolMetrics>) -> Self {
         let authority = addr.to_string().parse().unwrap_or_else(|_| http::uri::Authority::from_static("backend"));
         Self {
             addr,
@@ -148,6 +165,7 @@ impl Endpoint {
             conns: ArcSwap::from_pointee(Vec::new()),
             connect: tokio::sync::Mutex::new(Backoff::default()),
             in_flight: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -250,6 +268,10 @@ impl Endpoint {
                     .min(self.settings.backoff_max);
                 // Jitter of up to 20% keeps many proxies from reconnecting in lockstep.
                 let delay = delay.mul_f64(0.8 + fastrand::f64() * 0.2);
+                if let Some(m) = &self.metrics {
+                    // The address is not a label (bounded cardinality): failures count under "backend".
+                    m.connect_failures.with_label_values(&["backend"]).inc();
+                }
                 if backoff.failures == 0 {
                     tracing::warn!(endpoint = %self.addr, error = %message, "backend connect failed; backing off");
                 }
@@ -301,7 +323,17 @@ impl Endpoint {
             epoch: Instant::now(),
         });
         let ping = connection.ping_pong();
-        tokio::spawn(drive(connection, ping, Arc::downgrade(&conn), Arc::downgrade(self), self.settings.clone()));
+        let (weak, endpoint, settings) = (Arc::downgrade(&conn), Arc::downgrade(self), self.settings.clone());
+        let gauge = self.metrics.as_ref().map(|m| m.connections.clone());
+        if let Some(g) = &gauge {
+            g.inc();
+        }
+        tokio::spawn(async move {
+            drive(connection, ping, weak, endpoint, settings).await;
+            if let Some(g) = gauge {
+                g.dec();
+            }
+        });
         tracing::debug!(endpoint = %self.addr, conn = conn.id, "backend connection open");
         Ok(conn)
     }

@@ -31,6 +31,41 @@ pub struct Pipe {
     bytes: u64,
     mirrors: Vec<SendStream<Bytes>>,
     capture: Option<Capture>,
+    messages: MessageCounter,
+    status: Option<u8>,
+}
+
+/// Counts gRPC messages by their 5-byte length prefixes (framing only; the protobuf is never decoded).
+#[derive(Debug, Default)]
+struct MessageCounter {
+    count: u64,
+    /// Bytes of the current message body still to come.
+    remaining: u64,
+    header: [u8; 5],
+    header_len: usize,
+}
+
+impl MessageCounter {
+    fn observe(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = (self.remaining.min(data.len() as u64)) as usize;
+                self.remaining -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            data = &data[n..];
+            if self.header_len == 5 {
+                self.count += 1;
+                self.remaining =
+                    u64::from(u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]));
+                self.header_len = 0;
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -54,6 +89,16 @@ impl Pipe {
     /// Bytes relayed so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// gRPC messages relayed so far.
+    pub fn messages(&self) -> u64 {
+        self.messages.count
+    }
+
+    /// The `grpc-status` of the trailers relayed, if any.
+    pub fn status(&self) -> Option<u8> {
+        self.status
     }
 
     /// Also sends everything to these streams, dropping any that cannot keep up.
@@ -144,6 +189,7 @@ impl Pipe {
                 if buf.is_empty() {
                     self.pending = None;
                 }
+                self.messages.observe(&chunk);
                 if !self.mirrors.is_empty() || self.capture.is_some() {
                     self.copy(&chunk);
                 }
@@ -160,6 +206,7 @@ impl Pipe {
                 None => {
                     match ready!(from.poll_trailers(cx)) {
                         Ok(Some(trailers)) => {
+                            self.status = grpc_status(&trailers);
                             self.end_mirrors(Some(&trailers));
                             to.send_trailers(trailers).map_err(PipeError::Send)?
                         }
@@ -178,11 +225,37 @@ impl Pipe {
     }
 }
 
+/// The `grpc-status` in a header block, if any.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 /// The error behind a send stream that can no longer send.
 fn closed(to: &mut SendStream<Bytes>, cx: &mut Context<'_>) -> h2::Error {
     match to.poll_reset(cx) {
         Poll::Ready(Ok(reason)) => h2::Error::from(reason),
         Poll::Ready(Err(e)) => e,
         Poll::Pending => h2::Error::from(h2::Reason::CANCEL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_messages_across_and_within_frames() {
+        let mut c = MessageCounter::default();
+        // Two messages in one frame: 3 bytes and 0 bytes.
+        c.observe(&[0, 0, 0, 0, 3, 9, 9, 9, 0, 0, 0, 0, 0]);
+        assert_eq!(c.count, 2);
+        // One message split inside its prefix and its body.
+        c.observe(&[0, 0]);
+        c.observe(&[0, 1, 0, 7]);
+        assert_eq!(c.count, 3);
+        c.observe(&vec![1; 255]);
+        assert_eq!(c.count, 3, "body of 256 bytes still incomplete");
+        c.observe(&[1, 0, 0, 0, 0, 1, 5]);
+        assert_eq!(c.count, 4);
     }
 }

@@ -1,44 +1,128 @@
-//! The data plane's current route table, swapped atomically as a whole.
+//! The data plane's current route table, swapped atomically as a whole, with the metric handles its calls
+//! use resolved once per table.
 
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::pool::{Endpoint, Pools};
-use crate::table::{EndpointAddr, Table};
+use crate::metrics::{BackendMetrics, MethodMetrics, Metrics, UNKNOWN};
+use crate::table::{split_path, EndpointAddr, Table, Target};
 
 /// The table the data plane serves from: endpoints bound to their connection pools.
 pub type ProxyTable = Table<Arc<Endpoint>>;
 
+/// A bound table and the metric handles for everything it names.
+#[derive(Debug)]
+pub struct Bound {
+    table: ProxyTable,
+    methods: HashMap<String, Arc<MethodMetrics>>,
+    services: HashMap<String, Arc<MethodMetrics>>,
+    unknown: Arc<MethodMetrics>,
+    /// By the address of a target's name (unique per target within this table).
+    backends: HashMap<usize, Arc<BackendMetrics>>,
+}
+
+impl Deref for Bound {
+    type Target = ProxyTable;
+    fn deref(&self) -> &ProxyTable {
+        &self.table
+    }
+}
+
+impl Bound {
+    fn new(table: ProxyTable, metrics: &Metrics) -> Self {
+        let mut methods = HashMap::new();
+        let mut services = HashMap::new();
+        for (service, method) in table.known_methods() {
+            match method {
+                Some(m) => {
+                    methods.insert(format!("/{service}/{m}"), metrics.method(service, m));
+                }
+                None => {
+                    services.insert(service.to_string(), metrics.method(service, UNKNOWN));
+                }
+            }
+        }
+        let mut backends = HashMap::new();
+        for rule in table.rules() {
+            let route = rule.route.to_string();
+            for t in rule.backends.targets() {
+                let name = match t {
+                    Target::Backend(b) => &b.name,
+                    Target::Unresolved { name, .. } => name,
+                };
+                backends.insert(name_key(name), metrics.backend(&route, name));
+            }
+        }
+        Self { table, methods, services, unknown: metrics.method(UNKNOWN, UNKNOWN), backends }
+    }
+
+    /// Handles for a call's method: the method if the table names it, else its service, else `unknown`.
+    pub fn method_metrics(&self, path: &str) -> &Arc<MethodMetrics> {
+        if let Some(m) = self.methods.get(path) {
+            return m;
+        }
+        split_path(path).and_then(|(s, _)| self.services.get(s)).unwrap_or(&self.unknown)
+    }
+
+    /// Handles for a route's backend (by the target's name, as the table holds it).
+    pub fn backend_metrics(&self, name: &str) -> Option<&Arc<BackendMetrics>> {
+        self.backends.get(&name_key(name))
+    }
+}
+
+/// Targets are told apart by where their name lives: the table owns each name once.
+fn name_key(name: &str) -> usize {
+    name.as_ptr() as usize
+}
+
 /// The current table. Readers take no lock; a swap never disturbs calls that already hold the old table.
 #[derive(Debug)]
 pub struct Routes {
-    current: ArcSwap<ProxyTable>,
+    current: ArcSwap<Bound>,
     pools: Pools,
+    metrics: Metrics,
     generation: AtomicU64,
 }
 
 impl Routes {
-    /// An empty table (every call is UNIMPLEMENTED) over `pools`.
+    /// An empty table (every call is UNIMPLEMENTED) over `pools`, with metrics of its own.
     pub fn new(pools: Pools) -> Self {
-        Self { current: ArcSwap::from_pointee(Table::default()), pools, generation: AtomicU64::new(0) }
+        Self::with_metrics(pools, Metrics::new())
+    }
+
+    /// An empty table over `pools`, counting into `metrics`.
+    pub fn with_metrics(pools: Pools, metrics: Metrics) -> Self {
+        let empty = Bound::new(Table::default(), &metrics);
+        Self { current: ArcSwap::from_pointee(empty), pools, metrics, generation: AtomicU64::new(0) }
     }
 
     /// Binds a freshly built table to the connection pools and makes it current.
     pub fn swap(&self, table: Table<EndpointAddr>) {
         let bound = table.map_endpoints(|addr| self.pools.endpoint(addr));
-        self.current.store(Arc::new(bound));
+        self.metrics.table_rules.set(bound.rules().len() as i64);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.metrics.table_updated.set(now.as_secs() as i64);
+        self.current.store(Arc::new(Bound::new(bound, &self.metrics)));
         self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The current table; the caller keeps it for the whole call.
-    pub fn load(&self) -> Arc<ProxyTable> {
+    pub fn load(&self) -> Arc<Bound> {
         self.current.load_full()
     }
 
     /// How many tables have been swapped in.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The metrics calls through this table count into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }

@@ -44,6 +44,7 @@ pub struct Server {
     services: Vec<(String, Arc<dyn Handler>)>,
     unknown: Arc<dyn Handler>,
     settings: ServerSettings,
+    connections: Option<prometheus::IntGauge>,
 }
 
 /// Tells a serving [`Server`] to drain: it stops accepting, sends GOAWAY and lets open streams finish.
@@ -79,7 +80,18 @@ impl Shutdown {
 impl Server {
     /// A server that sends every method to `unknown`.
     pub fn new(unknown: impl Handler) -> Self {
-        Self { services: Vec::new(), unknown: Arc::new(unknown), settings: ServerSettings::default() }
+        Self {
+            services: Vec::new(),
+            unknown: Arc::new(unknown),
+            settings: ServerSettings::default(),
+            connections: None,
+        }
+    }
+
+    /// Counts open client connections in `gauge`.
+    pub fn connection_gauge(mut self, gauge: prometheus::IntGauge) -> Self {
+        self.connections = Some(gauge);
+        self
     }
 
     /// Serves the gRPC service `name` (e.g. `grpc.health.v1.Health`) with `handler`.
@@ -106,8 +118,15 @@ impl Server {
                         let this = this.clone();
                         let shutdown = shutdown.clone();
                         conns.spawn(async move {
+                            let gauge = this.connections.clone();
+                            if let Some(g) = &gauge {
+                                g.inc();
+                            }
                             if let Err(e) = this.serve_connection(tcp, shutdown).await {
                                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                            }
+                            if let Some(g) = &gauge {
+                                g.dec();
                             }
                         });
                     }

@@ -187,6 +187,22 @@ impl<E> Table<E> {
             .collect()
     }
 
+    /// The services (and, for exact matches, methods) the table names: the only values metrics label with.
+    pub fn known_methods(&self) -> Vec<(&str, Option<&str>)> {
+        let mut out: Vec<(&str, Option<&str>)> = self
+            .candidates
+            .iter()
+            .filter_map(|c| match &c.method {
+                MethodMatch::Exact { path } => split_path(path).map(|(s, m)| (s, Some(m))),
+                MethodMatch::Service { prefix } => Some((&prefix[1..prefix.len() - 1], None)),
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// All rules, in route order.
     pub fn rules(&self) -> &[Arc<Rule<E>>] {
         &self.rules

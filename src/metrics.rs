@@ -1,0 +1,289 @@
+//! Prometheus metrics. Each component's series are registered here once; label values come only from the
+//! route table or closed sets, so cardinality is bounded whatever clients send. The hot path uses metric
+//! handles resolved when a table is bound, never a label lookup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Label value for methods and services the route table does not name.
+pub const UNKNOWN: &str = "unknown";
+
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Why switchboard answered a call itself.
+pub const LOCAL_REASONS: [&str; 8] = [
+    "no_route",
+    "no_endpoints",
+    "connect_failed",
+    "upstream_failed",
+    "timeout",
+    "bad_request",
+    "shutting_down",
+    "handler",
+];
+
+/// All of switchboard's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    started: IntCounterVec,
+    handled: IntCounterVec,
+    handling: HistogramVec,
+    msg_received: IntCounterVec,
+    msg_sent: IntCounterVec,
+    route_requests: IntCounterVec,
+    route_responses: IntCounterVec,
+    backend_latency: HistogramVec,
+    local: IntCounterVec,
+    /// Failed connection attempts to backends.
+    pub connect_failures: IntCounterVec,
+    /// Open client (downstream) connections.
+    pub downstream_connections: IntGauge,
+    /// Open backend (upstream) connections.
+    pub upstream_connections: IntGauge,
+    /// Calls in flight.
+    pub active_streams: IntGauge,
+    /// Rules in the current route table.
+    pub table_rules: IntGauge,
+    /// Unix time of the last table swap.
+    pub table_updated: IntGauge,
+    /// Controller: watch events by resource kind.
+    pub watch_events: IntCounterVec,
+    /// Controller: watch errors by resource kind.
+    pub watch_errors: IntCounterVec,
+    /// Controller: table rebuilds.
+    pub reconciles: IntCounter,
+    /// Controller: rebuild duration.
+    pub reconcile_seconds: Histogram,
+    /// Controller: status writes by result.
+    pub status_writes: IntCounterVec,
+    /// Controller: routes by state (accepted, rejected).
+    pub routes: IntGaugeVec,
+    /// Controller: 1 when this replica is the leader.
+    pub leader: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels).expect("valid");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let m = ["grpc_service", "grpc_method"];
+        let mc = ["grpc_service", "grpc_method", "grpc_code"];
+        let build = counter(&r, "switchboard_build_info", "Build information; the value is always 1.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        let reconcile_seconds = Histogram::with_opts(
+            HistogramOpts::new("switchboard_controller_reconcile_duration_seconds", "Time to rebuild the route table.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid");
+        r.register(Box::new(reconcile_seconds.clone())).expect("registered once");
+        let routes = IntGaugeVec::new(Opts::new("switchboard_controller_routes", "GrpcRoutes by state."), &["state"])
+            .expect("valid");
+        r.register(Box::new(routes.clone())).expect("registered once");
+        Self {
+            started: counter(&r, "grpc_server_started_total", "Calls started on the server.", &m),
+            handled: counter(&r, "grpc_server_handled_total", "Calls completed, by gRPC code.", &mc),
+            handling: histogram(&r, "grpc_server_handling_seconds", "Time from call start to its end.", &m),
+            msg_received: counter(&r, "grpc_server_msg_received_total", "Messages received from clients.", &m),
+            msg_sent: counter(&r, "grpc_server_msg_sent_total", "Messages sent to clients.", &m),
+            route_requests: counter(
+                &r,
+                "switchboard_route_requests_total",
+                "Calls sent toward a route's backend.",
+                &["route", "backend"],
+            ),
+            route_responses: counter(
+                &r,
+                "switchboard_route_responses_total",
+                "Calls of a route's backend completed, by gRPC code.",
+                &["route", "backend", "grpc_code"],
+            ),
+            backend_latency: histogram(
+                &r,
+                "switchboard_backend_response_seconds",
+                "Time from sending a call to the backend until its response headers.",
+                &["route", "backend"],
+            ),
+            local: counter(
+                &r,
+                "switchboard_local_responses_total",
+                "Calls answered by switchboard itself.",
+                &["reason"],
+            ),
+            connect_failures: counter(
+                &r,
+                "switchboard_upstream_connect_failures_total",
+                "Failed attempts to connect to a backend.",
+                &["backend"],
+            ),
+            downstream_connections: gauge(&r, "switchboard_downstream_connections", "Open client connections."),
+            upstream_connections: gauge(&r, "switchboard_upstream_connections", "Open backend connections."),
+            active_streams: gauge(&r, "switchboard_active_streams", "Calls in flight."),
+            table_rules: gauge(&r, "switchboard_route_table_rules", "Rules in the current route table."),
+            table_updated: gauge(
+                &r,
+                "switchboard_route_table_last_update_timestamp_seconds",
+                "When the table was last swapped.",
+            ),
+            watch_events: counter(&r, "switchboard_controller_watch_events_total", "Watch events received.", &["kind"]),
+            watch_errors: counter(
+                &r,
+                "switchboard_controller_watch_errors_total",
+                "Watch errors (retried).",
+                &["kind"],
+            ),
+            reconciles: {
+                let c =
+                    IntCounter::new("switchboard_controller_reconciles_total", "Route table rebuilds.").expect("valid");
+                r.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
+            reconcile_seconds,
+            status_writes: counter(
+                &r,
+                "switchboard_controller_status_writes_total",
+                "GrpcRoute status writes, by result.",
+                &["result"],
+            ),
+            routes,
+            leader: gauge(&r, "switchboard_controller_leader", "1 when this replica is the leader."),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
+    }
+
+    /// Handles for one `grpc_service`/`grpc_method` pair.
+    pub fn method(&self, service: &str, method: &str) -> Arc<MethodMetrics> {
+        let l = [service, method];
+        Arc::new(MethodMetrics {
+            started: self.started.with_label_values(&l),
+            handled: std::array::from_fn(|code| self.handled.with_label_values(&[service, method, CODES[code]])),
+            handling: self.handling.with_label_values(&l),
+            msg_received: self.msg_received.with_label_values(&l),
+            msg_sent: self.msg_sent.with_label_values(&l),
+        })
+    }
+
+    /// Handles for one route/backend pair.
+    pub fn backend(&self, route: &str, backend: &str) -> Arc<BackendMetrics> {
+        Arc::new(BackendMetrics {
+            requests: self.route_requests.with_label_values(&[route, backend]),
+            responses: std::array::from_fn(|code| {
+                self.route_responses.with_label_values(&[route, backend, CODES[code]])
+            }),
+            latency: self.backend_latency.with_label_values(&[route, backend]),
+        })
+    }
+
+    /// Counts a call switchboard answered itself.
+    pub fn local_response(&self, reason: &str) {
+        self.local.with_label_values(&[reason]).inc();
+    }
+}
+
+/// gRPC code names, as label values, by number.
+pub const CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// Per-method handles (the standard `grpc_server_*` names).
+#[derive(Debug)]
+pub struct MethodMetrics {
+    started: IntCounter,
+    handled: [IntCounter; 17],
+    handling: Histogram,
+    msg_received: IntCounter,
+    msg_sent: IntCounter,
+}
+
+impl MethodMetrics {
+    /// A call started.
+    pub fn start(&self) {
+        self.started.inc();
+    }
+
+    /// A call ended with `code` after `elapsed`, having relayed these messages.
+    pub fn finish(&self, code: u8, elapsed: Duration, received: u64, sent: u64) {
+        self.handled[usize::from(code.min(16))].inc();
+        self.handling.observe(elapsed.as_secs_f64());
+        self.msg_received.inc_by(received);
+        self.msg_sent.inc_by(sent);
+    }
+}
+
+/// Per route/backend handles.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    requests: IntCounter,
+    responses: [IntCounter; 17],
+    latency: Histogram,
+}
+
+impl BackendMetrics {
+    /// A call was sent toward this backend.
+    pub fn request(&self) {
+        self.requests.inc();
+    }
+
+    /// Response headers arrived after `latency`.
+    pub fn response_started(&self, latency: Duration) {
+        self.latency.observe(latency.as_secs_f64());
+    }
+
+    /// The backend's call ended with `code`.
+    pub fn response(&self, code: u8) {
+        self.responses[usize::from(code.min(16))].inc();
+    }
+}
