@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use switchboard::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, ShutdownTrigger, TowerHandler};
 use switchboard::standalone;
 
+pub mod apiserver;
 pub mod raw;
 
 pub mod pb {
