@@ -1,7 +1,7 @@
 # switchboard: the two set-up commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: demo test lint build interop-setup bench crd
+.PHONY: demo test lint build interop-setup bench crd crds
 
 # The standalone demo: two echo backends, switchboard, one call of each kind.
 demo:
@@ -31,3 +31,7 @@ bench:
 # Print the GrpcRoute CRD.
 crd:
 	@$(CARGO) run --quiet --bin switchboard -- crd
+
+# Regenerate crds/ from the Rust types (tests/crd.rs fails while they differ).
+crds:
+	$(CARGO) run --quiet --bin switchboard -- crd > crds/grpcroute.yaml

@@ -1,14 +1,80 @@
 //! The `GrpcRoute` resource: the one definition of the CRD and of the standalone routes file.
 //!
 //! The spec mirrors the Gateway API's GRPCRoute v1 rules (hostnames, matches, filters, backendRefs) so
-//! tools and people that know GRPCRoute feel at home; `timeout` and `retry` are our extensions.
+//! tools and people that know GRPCRoute feel at home; `timeout` and `retry` are our extensions. The
+//! schema carries the same limits and CEL rules (`x-kubernetes-validations`) as the Gateway API CRD, so
+//! the API server rejects what a Gateway would; `tests/crd.rs` checks each of them offline.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// RFC 1123 host name, optionally with a leading `*.` label (Gateway API `Hostname`).
+const HOSTNAME: &str = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// RFC 1123 subdomain (Gateway API `SectionName`, used for rule names).
+const SECTION_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// RFC 7230 token (Gateway API `HeaderName`).
+const HEADER_NAME: &str = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$";
+/// An API group, empty for the core group (Gateway API `Group`).
+const GROUP: &str = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A kind (Gateway API `Kind`).
+const KIND: &str = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
+/// RFC 1123 label (Gateway API `Namespace`).
+const NAMESPACE: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Gateway API `Duration`: 1 to 4 parts of up to 5 digits and a unit, e.g. `1h30m`, `250ms`.
+const DURATION: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+/// A retryable gRPC status code: its canonical name or its number (1-16; OK is never retried).
+const RETRY_CODE: &str = "^(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS\
+|PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL\
+|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED|[1-9]|1[0-6])$";
+
+/// Gateway API: at most 128 matches over all rules of a route (16 rules of up to 64 matches would allow
+/// 1024). CEL has no sum over a list, hence the Gateway's unrolled form.
+const TOTAL_MATCHES: &str = "(self.size() > 0 ? (has(self[0].matches) ? self[0].matches.size() : 0) : 0) + \
+(self.size() > 1 ? (has(self[1].matches) ? self[1].matches.size() : 0) : 0) + \
+(self.size() > 2 ? (has(self[2].matches) ? self[2].matches.size() : 0) : 0) + \
+(self.size() > 3 ? (has(self[3].matches) ? self[3].matches.size() : 0) : 0) + \
+(self.size() > 4 ? (has(self[4].matches) ? self[4].matches.size() : 0) : 0) + \
+(self.size() > 5 ? (has(self[5].matches) ? self[5].matches.size() : 0) : 0) + \
+(self.size() > 6 ? (has(self[6].matches) ? self[6].matches.size() : 0) : 0) + \
+(self.size() > 7 ? (has(self[7].matches) ? self[7].matches.size() : 0) : 0) + \
+(self.size() > 8 ? (has(self[8].matches) ? self[8].matches.size() : 0) : 0) + \
+(self.size() > 9 ? (has(self[9].matches) ? self[9].matches.size() : 0) : 0) + \
+(self.size() > 10 ? (has(self[10].matches) ? self[10].matches.size() : 0) : 0) + \
+(self.size() > 11 ? (has(self[11].matches) ? self[11].matches.size() : 0) : 0) + \
+(self.size() > 12 ? (has(self[12].matches) ? self[12].matches.size() : 0) : 0) + \
+(self.size() > 13 ? (has(self[13].matches) ? self[13].matches.size() : 0) : 0) + \
+(self.size() > 14 ? (has(self[14].matches) ? self[14].matches.size() : 0) : 0) + \
+(self.size() > 15 ? (has(self[15].matches) ? self[15].matches.size() : 0) : 0) <= 128";
+
+/// Gateway API: the service of an `Exact` match is a protobuf full name.
+const EXACT_SERVICE: &str = concat!(
+    "(!has(self.type) || self.type == 'Exact') && has(self.service) ? ",
+    r#"self.service.matches(r"""^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$"""): true"#
+);
+/// Gateway API: the method of an `Exact` match is a protobuf identifier.
+const EXACT_METHOD: &str = concat!(
+    "(!has(self.type) || self.type == 'Exact') && has(self.method) ? ",
+    r#"self.method.matches(r"""^[A-Za-z_][A-Za-z_0-9]*$"""): true"#
+);
+/// Gateway API `HTTPHeaderFilter`: "Only one action for a given header name is permitted"; its CRD leaves
+/// that to prose, this makes it a rule (names compared case-insensitively, as HTTP does).
+const ONE_ACTION_PER_HEADER: &str = concat!(
+    "!(has(self.set) && has(self.add) && ",
+    "self.set.exists(s, self.add.exists(a, a.name.lowerAscii() == s.name.lowerAscii()))) && ",
+    "!(has(self.set) && has(self.remove) && ",
+    "self.set.exists(s, self.remove.exists(r, r.lowerAscii() == s.name.lowerAscii()))) && ",
+    "!(has(self.add) && has(self.remove) && ",
+    "self.add.exists(a, self.remove.exists(r, r.lowerAscii() == a.name.lowerAscii())))"
+);
+/// Gateway API `BackendRef`, whose `group` and `kind` default to "" and `Service`; ours may be absent.
+const SERVICE_NEEDS_PORT: &str = concat!(
+    "((!has(self.group) || size(self.group) == 0) && (!has(self.kind) || self.kind == 'Service')) ",
+    "? has(self.port) : true"
+);
+
 /// A set of routing rules for gRPC calls: which calls (hostnames, methods, headers) go to which backends.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "switchboard.dev",
     version = "v1alpha1",
@@ -16,37 +82,78 @@ use serde::{Deserialize, Serialize};
     plural = "grpcroutes",
     shortname = "grpcr",
     namespaced,
-    status = "GrpcRouteStatus"
+    status = "GrpcRouteStatus",
+    doc = "GrpcRoute routes gRPC calls by hostname, service, method and headers to weighted backend Services, \
+           with the rules of the Gateway API's GRPCRoute plus per-rule timeouts and retries.",
+    printcolumn(name = "Hostnames", type_ = "string", json_path = ".spec.hostnames"),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Accepted")].status"#
+    ),
+    printcolumn(
+        name = "ResolvedRefs",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="ResolvedRefs")].status"#
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+// Each `printcolumn(...)` has its own `type_`; clippy takes the repeats for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 pub struct GrpcRouteSpec {
     /// Hostnames matched against the call's `:authority` (port ignored). `*.example.com` matches any
     /// subdomain of example.com but not example.com itself. Empty matches every authority.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = HOSTNAME)))]
     pub hostnames: Vec<String>,
     /// Rules, tried by the Gateway API precedence; within equally specific matches, in list order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        validation = Rule::new(TOTAL_MATCHES).message(
+            "While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules \
+             in a route must be less than 128"
+        ),
+        validation = Rule::new("self.all(l1, !has(l1.name) || self.exists_one(l2, has(l2.name) && l1.name == l2.name))")
+            .message("Rule name must be unique within the route")
+    )]
     pub rules: Vec<GrpcRouteRule>,
 }
 
 /// One rule: the calls it matches, what to do to them, and where they go.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrpcRouteRule {
-    /// Optional name of the rule, shown by `explain` and in status.
+    /// Optional name of the rule, unique within the route; shown by `explain` and in status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECTION_NAME))]
     pub name: Option<String>,
     /// Matches are ORed; the parts of one match are ANDed. No matches: the rule matches every call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub matches: Vec<GrpcRouteMatch>,
-    /// Filters applied to matching calls.
+    /// Filters applied to matching calls; at most one of each header modifier.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        validation = Rule::new("self.filter(f, f.type == 'RequestHeaderModifier').size() <= 1")
+            .message("RequestHeaderModifier filter cannot be repeated"),
+        validation = Rule::new("self.filter(f, f.type == 'ResponseHeaderModifier').size() <= 1")
+            .message("ResponseHeaderModifier filter cannot be repeated")
+    )]
     pub filters: Vec<GrpcRouteFilter>,
     /// Weighted backends. No backends, or all of weight 0: calls fail with UNAVAILABLE.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub backend_refs: Vec<GrpcBackendRef>,
-    /// Cap on the call's duration (e.g. `1.5s`, `250ms`); a shorter `grpc-timeout` from the client wins.
+    /// Cap on the call's duration in the Gateway API duration format (e.g. `1s500ms`, `250ms`, `1m`);
+    /// a shorter `grpc-timeout` from the client wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    #[x_kube(
+        validation = Rule::new(r"!self.matches('^(0+(h|m|s|ms))+$')").message("timeout must be greater than zero")
+    )]
     pub timeout: Option<String>,
     /// Retries of unary calls that fail with one of the given codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,14 +161,20 @@ pub struct GrpcRouteRule {
 }
 
 /// Which calls a rule applies to.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrpcRouteMatch {
     /// The gRPC method; absent matches every method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<GrpcMethodMatch>,
-    /// Request headers (metadata) that must all match.
+    /// Request headers (metadata) that must all match; each name at most once (case-insensitive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        merge_strategy = ListMerge::Map(vec!["name".into()]),
+        validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))")
+            .message("header names must be unique within a match (names are case-insensitive)")
+    )]
     pub headers: Vec<GrpcHeaderMatch>,
 }
 
@@ -76,17 +189,29 @@ pub enum MatchType {
 }
 
 /// A match on the `/service/method` path (GEP-1016).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.type) ? has(self.service) || has(self.method) : true")
+        .message("One or both of 'service' or 'method' must be specified"),
+    validation = Rule::new(EXACT_SERVICE).message(concat!(
+        "service must only contain valid characters ",
+        r"(matching ^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$)"
+    )),
+    validation = Rule::new(EXACT_METHOD)
+        .message("method must only contain valid characters (matching ^[A-Za-z_][A-Za-z_0-9]*$)")
+)]
 pub struct GrpcMethodMatch {
     /// `Exact` (default) or `RegularExpression`.
     #[serde(rename = "type", default)]
     pub match_type: MatchType,
     /// Fully qualified service, e.g. `foo.v1.Greeter`. Absent: any service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub service: Option<String>,
     /// Method name, e.g. `SayHello`. Absent: any method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub method: Option<String>,
 }
 
@@ -98,8 +223,10 @@ pub struct GrpcHeaderMatch {
     #[serde(rename = "type", default)]
     pub match_type: MatchType,
     /// Header name.
+    #[schemars(length(min = 1, max = 256), regex(pattern = HEADER_NAME))]
     pub name: String,
     /// Value to compare with.
+    #[schemars(length(min = 1, max = 4096))]
     pub value: String,
 }
 
@@ -114,9 +241,23 @@ pub enum FilterType {
     RequestMirror,
 }
 
-/// A filter; the field named by `type` must be set.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// A filter; the field named by `type` must be set, and no other.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.requestHeaderModifier) && self.type != 'RequestHeaderModifier')")
+        .message("filter.requestHeaderModifier must be nil if the filter.type is not RequestHeaderModifier"),
+    validation = Rule::new("!(!has(self.requestHeaderModifier) && self.type == 'RequestHeaderModifier')")
+        .message("filter.requestHeaderModifier must be specified for RequestHeaderModifier filter.type"),
+    validation = Rule::new("!(has(self.responseHeaderModifier) && self.type != 'ResponseHeaderModifier')")
+        .message("filter.responseHeaderModifier must be nil if the filter.type is not ResponseHeaderModifier"),
+    validation = Rule::new("!(!has(self.responseHeaderModifier) && self.type == 'ResponseHeaderModifier')")
+        .message("filter.responseHeaderModifier must be specified for ResponseHeaderModifier filter.type"),
+    validation = Rule::new("!(has(self.requestMirror) && self.type != 'RequestMirror')")
+        .message("filter.requestMirror must be nil if the filter.type is not RequestMirror"),
+    validation = Rule::new("!(!has(self.requestMirror) && self.type == 'RequestMirror')")
+        .message("filter.requestMirror must be specified for RequestMirror filter.type")
+)]
 pub struct GrpcRouteFilter {
     /// Which filter this is.
     #[serde(rename = "type")]
@@ -132,18 +273,39 @@ pub struct GrpcRouteFilter {
     pub request_mirror: Option<RequestMirror>,
 }
 
-/// Header edits, applied in the order set, add, remove.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// Header edits, applied in the order set, add, remove. Each header name (case-insensitive) may appear
+/// once in all three lists together: one action per header.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(ONE_ACTION_PER_HEADER)
+    .message("a header name may appear in only one of set, add and remove"))]
 pub struct HeaderModifier {
     /// Replace the header's value (or add it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        merge_strategy = ListMerge::Map(vec!["name".into()]),
+        validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))")
+            .message("set must name each header once (names are case-insensitive)")
+    )]
     pub set: Vec<HttpHeader>,
     /// Append a value to the header.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        merge_strategy = ListMerge::Map(vec!["name".into()]),
+        validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))")
+            .message("add must name each header once (names are case-insensitive)")
+    )]
     pub add: Vec<HttpHeader>,
     /// Remove the header.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 256), regex(pattern = HEADER_NAME)))]
+    #[x_kube(
+        merge_strategy = ListMerge::Set,
+        validation = Rule::new("self.all(n, self.exists_one(o, o.lowerAscii() == n.lowerAscii()))")
+            .message("remove must name each header once (names are case-insensitive)")
+    )]
     pub remove: Vec<String>,
 }
 
@@ -151,8 +313,10 @@ pub struct HeaderModifier {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct HttpHeader {
     /// Header name (case-insensitive).
+    #[schemars(length(min = 1, max = 256), regex(pattern = HEADER_NAME))]
     pub name: String,
     /// Header value.
+    #[schemars(length(min = 1, max = 4096))]
     pub value: String,
 }
 
@@ -165,22 +329,28 @@ pub struct RequestMirror {
 }
 
 /// A reference to a backend without a weight.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(SERVICE_NEEDS_PORT).message("Must have port for Service reference"))]
 pub struct BackendObjectRef {
     /// API group of the referent; empty or absent means the core group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = GROUP))]
     pub group: Option<String>,
     /// Kind of the referent; absent means `Service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = KIND))]
     pub kind: Option<String>,
     /// In a cluster, the Service name; standalone, a host name or IP address.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace of the Service; absent means the route's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAMESPACE))]
     pub namespace: Option<String>,
-    /// Port of the Service (or, standalone, of the host).
+    /// Port of the Service (or, standalone, of the host); required for Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
 }
 
@@ -193,18 +363,24 @@ pub struct GrpcBackendRef {
     pub backend: BackendObjectRef,
     /// Relative share of calls (default 1); 0 sends nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub weight: Option<u32>,
 }
 
-/// Retries for unary calls.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// Retries for unary calls (streaming calls are never retried), capped by a per-rule budget so that
+/// retries cannot multiply the load on a struggling backend.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.codes)").message("retry must name at least one code"))]
 pub struct RetryPolicy {
-    /// gRPC status codes (numbers or names such as `UNAVAILABLE`) that are retried.
-    #[serde(default)]
+    /// gRPC status codes that are retried, by canonical name (`UNAVAILABLE`) or number (`14`).
+    // Not `default: []` in the schema: the API server rejects a default that fails `minItems`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 16), inner(regex(pattern = RETRY_CODE)))]
     pub codes: Vec<String>,
     /// Total attempts including the first (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
     pub attempts: Option<u32>,
 }
 
