@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The release build of the switchboard binary: the one command the Dockerfile's build stage runs, and CI runs
+# it too (.ci/run), so the image's build is exercised without a container engine.
+#
+#   .ci/build-release.sh [OUT_DIR]    builds target/release/switchboard, checks it, copies it to OUT_DIR
+#
+# The binary links glibc dynamically (the runtime image is distroless/cc, see the Dockerfile): refuse any
+# other shared library, which that image would not have.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+cargo build --release --locked --bin switchboard
+bin="${CARGO_TARGET_DIR:-target}/release/switchboard"
+
+allowed='^(linux-vdso\.so\.1|libgcc_s\.so\.1|libm\.so\.6|libc\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|/lib64/ld-linux-x86-64\.so\.2|/lib/ld-linux-aarch64\.so\.1)$'
+extra="$(ldd "$bin" | awk '{print $1}' | grep -Ev "$allowed" || true)"
+if [[ -n "$extra" ]]; then
+    echo "build-release: $bin needs shared libraries the runtime image lacks:" $extra >&2
+    exit 1
+fi
+"$bin" --version
+"$bin" crd >/dev/null
+
+if [[ $# -gt 0 ]]; then
+    install -D -m 0755 "$bin" "$1/switchboard"
+fi
+echo "build-release: $bin ($(du -h "$bin" | cut -f1), links only glibc and libgcc_s)"
