@@ -7,8 +7,8 @@ CARGO ?= cargo
 demo:
 	bash examples/demo/run.sh
 
-# Every test: unit, loopback integration, examples, and the Python grpcio interop test.
-test: interop-setup
+# Every test: unit, loopback integration, examples, and the Python grpcio interop test; first the chart checks.
+test: interop-setup chart-check
 	$(CARGO) build --bins --examples
 	$(CARGO) test --all-targets --no-fail-fast
 
@@ -35,3 +35,34 @@ crd:
 # Regenerate crds/ from the Rust types (tests/crd.rs fails while they differ).
 crds:
 	$(CARGO) run --quiet --bin switchboard -- crd > crds/grpcroute.yaml
+
+.PHONY: k8s-tools chart-generate chart-check image image-name release
+
+# The image the Helm chart deploys by default: switchboard:<crate version> (the chart's appVersion).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
+IMAGE ?= switchboard:$(VERSION)
+
+# Helm 4, kubectl 1.37, kubernetes-validate and the other chart-check tools, into .cache/k8s-tools.
+k8s-tools:
+	bash .ci/install-k8s-tools.sh
+
+# Regenerate the chart's CRD template, its README values table, and manifests/ (commit the result).
+chart-generate: k8s-tools
+	$(CARGO) build --bin switchboard
+	bash charts/ci/generate.sh
+
+# helm lint/template, Kubernetes 1.37 validation of every rendered object, drift of the generated files.
+chart-check: k8s-tools
+	$(CARGO) build --bin switchboard
+	bash charts/ci/check.sh
+
+# The container image (needs a container engine); its build stage runs .ci/build-release.sh.
+image:
+	docker build -t $(IMAGE) .
+
+image-name:
+	@echo $(IMAGE)
+
+# The release binary exactly as the image builds it (CI runs this).
+release:
+	bash .ci/build-release.sh
