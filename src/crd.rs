@@ -367,8 +367,9 @@ pub struct GrpcBackendRef {
     pub weight: Option<u32>,
 }
 
-/// Retries for unary calls (streaming calls are never retried), capped by a per-rule budget so that
-/// retries cannot multiply the load on a struggling backend.
+/// Retries for unary calls (streaming calls are never retried), capped by a budget so that retries
+/// cannot multiply the load on a struggling backend: per rule, at most `budgetPercent`% of calls, or
+/// `minRetriesPerSecond` a second, whichever is more.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.codes)").message("retry must name at least one code"))]
@@ -382,6 +383,14 @@ pub struct RetryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub attempts: Option<u32>,
+    /// Retries allowed, as a percentage of the rule's calls (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub budget_percent: Option<u32>,
+    /// Retries a second that the budget allows however few calls there are (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_retries_per_second: Option<u32>,
 }
 
 /// Observed state of a GrpcRoute.

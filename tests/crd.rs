@@ -268,7 +268,7 @@ fn base() -> Value {
                 ],
                 "backendRefs": [{"name": "greeter", "namespace": "other", "port": 50051, "weight": 1}],
                 "timeout": "1s",
-                "retry": {"codes": ["UNAVAILABLE", "14"], "attempts": 3}
+                "retry": {"codes": ["UNAVAILABLE", "14"], "attempts": 3, "budgetPercent": 20, "minRetriesPerSecond": 10}
             }]
         }
     })
@@ -570,6 +570,10 @@ fn each_limit_and_rule_rejects_what_it_should() {
         (format!("{R}/retry/codes/0"), json!("unavailable"), "spec.rules[0].retry.codes[0]: pattern"),
         (format!("{R}/retry/attempts"), json!(0), "spec.rules[0].retry.attempts: minimum 1"),
         (format!("{R}/retry/attempts"), json!(11), "spec.rules[0].retry.attempts: maximum 10"),
+        (format!("{R}/retry/budgetPercent"), json!(101), "spec.rules[0].retry.budgetPercent: maximum 100"),
+        (format!("{R}/retry/budgetPercent"), json!(-1), "spec.rules[0].retry.budgetPercent: minimum 0"),
+        (format!("{R}/retry/minRetriesPerSecond"), json!(1001), "retry.minRetriesPerSecond: maximum 1000"),
+        (format!("{R}/retry/minRetriesPerSecond"), json!(-1), "retry.minRetriesPerSecond: minimum 0"),
     ];
     let schema = schema();
     assert_eq!(errors(&schema, &base()), Vec::<String>::new(), "base() must pass");
@@ -611,7 +615,10 @@ fn what_the_gateway_api_allows_passes() {
         (format!("{R}/timeout"), json!("1h30m15s500ms")),
         (format!("{R}/timeout"), json!("99999ms")),
         (format!("{R}/retry"), json!({"codes": ["1", "16", "DEADLINE_EXCEEDED", "UNAUTHENTICATED"]})),
-        (format!("{R}/retry"), json!({"codes": ["UNAVAILABLE"], "attempts": 10})),
+        (
+            format!("{R}/retry"),
+            json!({"codes": ["UNAVAILABLE"], "attempts": 10, "budgetPercent": 0, "minRetriesPerSecond": 0}),
+        ),
         ("/spec/rules".into(), json!([])),
     ];
     let schema = schema();

@@ -236,7 +236,12 @@ fn compile_route<E>(
             }
         }
         let timeout = r.timeout.as_deref().map(parse_duration).transpose().map_err(at)?;
-        let retry = r.retry.as_ref().map(|p| Retry::compile(p, None, None).map(Arc::new)).transpose().map_err(at)?;
+        let retry = r
+            .retry
+            .as_ref()
+            .map(|p| Retry::compile(p, p.budget_percent, p.min_retries_per_second).map(Arc::new))
+            .transpose()
+            .map_err(at)?;
         let backends = WeightedBackends::new(r.backend_refs.iter().map(|b| {
             let weight = b.weight.unwrap_or(1);
             let target = match resolver.resolve(&route, &b.backend) {

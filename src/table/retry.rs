@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn budget_caps_retries() {
-        let p = RetryPolicy { codes: vec!["UNAVAILABLE".into()], attempts: Some(3) };
+        let p = RetryPolicy { codes: vec!["UNAVAILABLE".into()], attempts: Some(3), ..Default::default() };
         let r = Retry::compile(&p, Some(10), Some(0)).unwrap();
         assert!(r.retries(14) && !r.retries(13));
         for _ in 0..100 {
