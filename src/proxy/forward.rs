@@ -433,13 +433,6 @@ async fn relay_frames(
     let mut upstream = Upstream::Waiting(response);
 
     poll_fn(|cx| {
-        if let Poll::Ready(reason) = respond.poll_reset(cx) {
-            tracing::debug!(?reason, "client reset the stream; cancelling the backend stream");
-            up_send.send_reset(Reason::CANCEL);
-            respond.reset(reason);
-            obs.code = Some(tonic::Code::Cancelled as u8);
-            return Poll::Ready(Attempt::Done(Ok(())));
-        }
         if request_open {
             if let Some(body) = body.as_deref_mut() {
                 match request_pipe.poll(cx, body, up_send) {
@@ -456,6 +449,16 @@ async fn relay_frames(
                     // The backend stopped reading (it answered early or reset): the response side says how it ends.
                     Poll::Ready(Err(PipeError::Send(_))) => request_open = false,
                 }
+            }
+        }
+        // While the request is open its receive stream reports a client reset; after that, ask the response.
+        if !request_open || body.is_none() {
+            if let Poll::Ready(reason) = respond.poll_reset(cx) {
+                tracing::debug!(?reason, "client reset the stream; cancelling the backend stream");
+                up_send.send_reset(Reason::CANCEL);
+                respond.reset(reason);
+                obs.code = Some(tonic::Code::Cancelled as u8);
+                return Poll::Ready(Attempt::Done(Ok(())));
             }
         }
         let replay = || request_pipe.captured().map(<[Bytes]>::to_vec);
