@@ -125,9 +125,28 @@ pub fn crd_yaml() -> String {
 }
 
 /// `switchboard explain`: where a call would go and why, as text or JSON.
-pub fn explain(args: &ExplainArgs) -> Result<String, Fatal> {
-    let parsed = standalone::read_routes(&args.routes).map_err(|e| Fatal::Usage(e.to_string()))?;
-    let (table, reports) = standalone::build_table(&parsed);
+pub async fn explain(args: &ExplainArgs) -> Result<String, Fatal> {
+    let (table, reports) = match &args.routes {
+        Some(path) => {
+            let parsed = standalone::read_routes(path).map_err(|e| Fatal::Usage(e.to_string()))?;
+            standalone::build_table(&parsed)
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| Fatal::Usage(format!("no --routes file and no Kubernetes configuration: {e}")))?;
+            let snapshot = controller::snapshot(&client).await.map_err(|e| Fatal::Runtime(e.to_string()))?;
+            let (table, outcomes) = controller::index::build(&snapshot);
+            let reports = outcomes
+                .into_iter()
+                .map(|o| match o.report {
+                    Ok(r) => r,
+                    Err(e) => crate::table::RouteReport { id: o.id, accepted: Err(e), unresolved: vec![] },
+                })
+                .collect();
+            (table, reports)
+        }
+    };
     let mut headers = http::HeaderMap::new();
     for (k, v) in &args.headers {
         let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())

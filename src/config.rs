@@ -160,9 +160,10 @@ impl RunArgs {
 /// Flags of `switchboard explain`.
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// GrpcRoute YAML documents.
+    /// GrpcRoute YAML documents; without it, the routes, Services and EndpointSlices of the cluster
+    /// (in-cluster config or KUBECONFIG).
     #[arg(long, env = "SWITCHBOARD_ROUTES")]
-    pub routes: PathBuf,
+    pub routes: Option<PathBuf>,
     /// The call's path, `/package.Service/Method`.
     #[arg(long)]
     pub method: String,

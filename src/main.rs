@@ -15,7 +15,12 @@ fn main() {
             print!("{}", app::crd_yaml());
             Ok(())
         }
-        Command::Explain(a) => app::explain(&a).map(|out| print!("{out}")),
+        Command::Explain(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Fatal::Runtime(format!("cannot start the runtime: {e}")))
+            .and_then(|rt| rt.block_on(app::explain(&a)))
+            .map(|out| print!("{out}")),
         Command::Run(a) => run(*a),
     };
     if let Err(e) = result {

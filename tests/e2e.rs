@@ -111,6 +111,24 @@ async fn binary_in_cluster_mode_follows_grpcroutes() {
     api.apply(route(0, 1));
     until_seen(proxy, &["b"]).await;
 
+    // `explain` reads the same cluster and agrees.
+    let (kc, method) = (kubeconfig.clone(), format!("/{ECHO}/Unary"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["explain", "--method", &method, "--json"])
+            .env("KUBECONFIG", kc)
+            .env_remove("SWITCHBOARD_ROUTES")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let winner = v["candidates"].as_array().unwrap().iter().find(|c| c["verdict"] == "WINNER").unwrap();
+    assert_eq!(winner["route"], "shop/echo");
+    assert_eq!(winner["backends"], json!(["shop/svc-b:50051"]), "weight-0 backends are not candidates");
+
     // The leader (the only replica) wrote status; the Lease names it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while api.get_as::<GrpcRoute>("shop", "echo").and_then(|r| r.status).is_none() {

@@ -148,6 +148,27 @@ pub async fn run(
     }
 }
 
+/// A one-off snapshot of the cluster (for `switchboard explain`): every GrpcRoute, Service, EndpointSlice and
+/// ReferenceGrant, listed once.
+pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
+    let lp = ListParams::default();
+    let ar = ApiResource::erase::<GrpcRoute>(&());
+    let routes = Api::<DynamicObject>::all_with(client.clone(), &ar).list(&lp).await?;
+    let services = Api::<Service>::all(client.clone()).list(&lp).await?;
+    let slices = Api::<EndpointSlice>::all(client.clone()).list(&lp).await?;
+    let grants = match Api::<ReferenceGrant>::all(client.clone()).list(&lp).await {
+        Ok(g) => Some(g.items.into_iter().map(Arc::new).collect()),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Snapshot {
+        routes: routes.items.into_iter().map(Arc::new).collect(),
+        services: services.items.into_iter().map(Arc::new).collect(),
+        slices: slices.items.into_iter().map(Arc::new).collect(),
+        grants,
+    })
+}
+
 async fn grants_installed(client: &Client) -> bool {
     let api: Api<ReferenceGrant> = Api::all(client.clone());
     !matches!(api.list(&ListParams::default().limit(1)).await, Err(kube::Error::Api(e)) if e.code == 404)
