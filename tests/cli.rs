@@ -147,3 +147,48 @@ async fn reload_and_graceful_shutdown() {
     let status = tokio::task::spawn_blocking(move || proc.0.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `--log-format json` writes one JSON object per line; a rejected route is one line, calls log nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_one_line_per_rejected_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        "apiVersion: switchboard.dev/v1alpha1\nkind: GrpcRoute\nmetadata: {name: broken}\nspec:\n  rules:\n    - matches: [{method: {type: RegularExpression, service: \"(\"}}]\n",
+    )
+    .unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--routes", routes.to_str().unwrap(), "--log-format", "json"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut via = client(addr).await;
+    for _ in 0..5 {
+        assert_eq!(via.unary(req(b"x")).await.unwrap_err().code(), tonic::Code::Unimplemented);
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let lines: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
+    let rejected: Vec<_> = lines.iter().filter(|l| l["message"] == "route rejected").collect();
+    assert_eq!(rejected.len(), 1, "{out}");
+    assert_eq!(rejected[0]["route"], "default/broken");
+    assert_eq!(rejected[0]["level"], "ERROR");
+    assert!(lines.len() <= 6, "calls are not logged by default:\n{out}");
+}
