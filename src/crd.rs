@@ -96,6 +96,7 @@ const SERVICE_NEEDS_PORT: &str = concat!(
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="ResolvedRefs")].status"#
     ),
+    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.ruleCount"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -403,4 +404,7 @@ pub struct GrpcRouteStatus {
     /// The generation these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Rules of this route in the data plane's table (0 when it is not accepted); a printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_count: Option<i64>,
 }

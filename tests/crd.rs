@@ -634,8 +634,9 @@ fn the_crd_reads_as_kubectl_shows_it() {
     let version = &crd.spec.versions[0];
     assert!(version.subresources.as_ref().unwrap().status.is_some(), "status subresource");
     let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Hostnames", "Accepted", "ResolvedRefs", "Age"]);
+    assert_eq!(columns, ["Hostnames", "Accepted", "ResolvedRefs", "Rules", "Age"]);
     let status = &schema()["properties"]["status"]["properties"];
     assert!(status["conditions"].is_object() && status["observedGeneration"].is_object());
+    assert!(status["ruleCount"].is_object(), "the Rules column reads status.ruleCount");
     assert!(Path::new(CRD_FILE).is_file());
 }

@@ -41,6 +41,8 @@ pub struct RouteOutcome {
     pub generation: Option<i64>,
     /// The report, or why the object could not even be read as a GrpcRoute.
     pub report: Result<RouteReport, String>,
+    /// Rules of the route in the table (0 unless accepted).
+    pub rules: usize,
 }
 
 /// A route as read: identity, generation, the typed route (or why not), creation time.
@@ -72,11 +74,15 @@ pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
     let outcomes = parsed
         .into_iter()
         .map(|(id, generation, route, _)| {
-            let report = match route {
-                Ok(_) => Ok(reports.remove(&id).expect("one report per valid route")),
-                Err(e) => Err(e),
+            let (report, rules) = match route {
+                Ok(r) => {
+                    let report = reports.remove(&id).expect("one report per valid route");
+                    let rules = if report.accepted.is_ok() { r.spec.rules.len() } else { 0 };
+                    (Ok(report), rules)
+                }
+                Err(e) => (Err(e), 0),
             };
-            RouteOutcome { id, generation, report }
+            RouteOutcome { id, generation, report, rules }
         })
         .collect();
     (out.table, outcomes)

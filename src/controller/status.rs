@@ -47,7 +47,7 @@ pub fn compute(outcome: &RouteOutcome, previous: Option<&GrpcRouteStatus>, now: 
             c
         })
         .collect();
-    GrpcRouteStatus { conditions, observed_generation: g }
+    GrpcRouteStatus { conditions, observed_generation: g, rule_count: Some(outcome.rules as i64) }
 }
 
 /// Whether the route is valid (Accepted=True).
@@ -72,7 +72,7 @@ mod tests {
     use crate::table::{RouteId, RouteReport, Unresolved, UnresolvedReason};
 
     fn outcome(report: Result<RouteReport, String>) -> RouteOutcome {
-        RouteOutcome { id: RouteId { namespace: "ns".into(), name: "r".into() }, generation: Some(3), report }
+        RouteOutcome { id: RouteId { namespace: "ns".into(), name: "r".into() }, generation: Some(3), report, rules: 2 }
     }
 
     fn report(accepted: Result<(), String>, unresolved: Vec<Unresolved>) -> RouteReport {
@@ -90,6 +90,7 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.conditions[1].reason, "ResolvedRefs");
         assert_eq!(s.conditions[0].observed_generation, Some(3));
+        assert_eq!(s.rule_count, Some(2));
     }
 
     #[test]
