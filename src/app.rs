@@ -102,6 +102,7 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     wait_for_signal().await;
     tracing::info!(drain_timeout = ?args.drain_timeout, "draining");
     readiness.set_draining();
+    tokio::time::sleep(args.shutdown_delay).await;
     trigger.trigger();
     match tokio::time::timeout(args.drain_timeout, serving).await {
         Ok(_) => tracing::info!("drained; exiting"),

@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// How often the routes file is checked for changes.
     #[arg(long, env = "SWITCHBOARD_RELOAD_INTERVAL", default_value = "1s", value_parser = duration)]
     pub reload_interval: Duration,
+    /// After SIGTERM, how long to keep accepting calls with readiness already false, so load balancers and
+    /// Endpoints stop sending new ones before the GOAWAY.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
+    pub shutdown_delay: Duration,
     /// How long calls in flight may take to finish after SIGTERM.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
