@@ -7,7 +7,7 @@
 # has no musl target, and ring's C code would need a musl C toolchain too. The runtime stage is therefore
 # distroless/cc (glibc, libgcc_s, CA certificates, tzdata; no shell, no package manager) from the same Debian
 # release as the build stage, so the glibc versions match; the script refuses a binary that needs anything
-# else. The result is about 50 MB, run as the image's non-root user.
+# else. The image is about 40 MB (distroless/cc and a 16 MB binary), run as its non-root user.
 ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
