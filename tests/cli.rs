@@ -2,9 +2,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::process::{switchboard_run, wait_for_listener, Running};
 use support::*;
 
 fn switchboard(args: &[&str]) -> Output {
@@ -13,18 +14,6 @@ fn switchboard(args: &[&str]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -103,21 +92,10 @@ async fn reload_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes.yaml");
     std::fs::write(&routes, routes_yaml(&[(ECHO, &[(a.addr, 1)])])).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let mut proc = Running(
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["run", "--routes", routes.to_str().unwrap(), "--reload-interval", "50ms", "--drain-timeout", "10s"])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut cmd, addr, _) =
+        switchboard_run(&["--routes", routes.to_str().unwrap(), "--reload-interval", "50ms", "--drain-timeout", "10s"]);
+    let mut proc = Running(cmd.stderr(Stdio::null()).spawn().unwrap());
+    wait_for_listener(addr).await;
     let mut via = client(addr).await;
     assert_eq!(via.unary(req(b"x")).await.unwrap().into_inner().backend, "a");
 
@@ -158,19 +136,9 @@ async fn json_logs_one_line_per_rejected_route() {
         "apiVersion: switchboard.dev/v1alpha1\nkind: GrpcRoute\nmetadata: {name: broken}\nspec:\n  rules:\n    - matches: [{method: {type: RegularExpression, service: \"(\"}}]\n",
     )
     .unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["run", "--routes", routes.to_str().unwrap(), "--log-format", "json"])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut cmd, addr, _) = switchboard_run(&["--routes", routes.to_str().unwrap(), "--log-format", "json"]);
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_listener(addr).await;
     let mut via = client(addr).await;
     for _ in 0..5 {
         assert_eq!(via.unary(req(b"x")).await.unwrap_err().code(), tonic::Code::Unimplemented);

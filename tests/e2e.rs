@@ -4,26 +4,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use support::apiserver::store::Res;
 use support::apiserver::ApiServer;
+use support::process::{switchboard_run, Running};
 use support::*;
 use switchboard::crd::GrpcRoute;
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn backend_objects(api: &ApiServer, name: &str, addr: SocketAddr) {
     api.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "shop", "name": name},
@@ -83,19 +72,12 @@ async fn binary_in_cluster_mode_follows_grpcroutes() {
         ),
     )
     .unwrap();
-    let (port, admin) = (free_port(), free_port());
+    let (mut cmd, proxy, admin) =
+        switchboard_run(&["--lease-namespace", "switchboard", "--identity", "e2e-0", "--log", "warn"]);
     let _proc = Running(
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
-            .args(["--lease-namespace", "switchboard", "--identity", "e2e-0", "--log", "warn"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("SWITCHBOARD_ROUTES")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        cmd.env("KUBECONFIG", &kubeconfig).env_remove("SWITCHBOARD_ROUTES").stderr(Stdio::null()).spawn().unwrap(),
     );
-    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let ready = format!("http://{admin}/readyz");
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while reqwest_status(&ready).await != Some(200) {
         assert!(std::time::Instant::now() < deadline, "never ready");

@@ -3,27 +3,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use support::process::{switchboard_run, wait_for_listener, Running};
 use support::*;
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,22 +21,10 @@ async fn slow_reader_keeps_proxy_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes.yaml");
     std::fs::write(&routes, routes_yaml(&[(ECHO, &[(b.addr, 1)])])).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let proxy = Running(
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["run", "--routes", routes.to_str().unwrap(), "--log", "warn"])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut cmd, addr, _) = switchboard_run(&["--routes", routes.to_str().unwrap(), "--log", "warn"]);
+    let proxy = Running(cmd.stdout(Stdio::null()).spawn().unwrap());
     let pid = proxy.0.id();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_listener(addr).await;
     let mut via = client(addr).await;
     via.unary(req(b"warm up")).await.unwrap();
     let baseline = rss_kib(pid);

@@ -17,6 +17,7 @@ use switchboard::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, Shut
 use switchboard::standalone;
 
 pub mod apiserver;
+pub mod process;
 pub mod raw;
 
 pub mod pb {
