@@ -5,7 +5,8 @@
 #      copy, then diff); every value documented and declared in values.schema.json
 #   2. helm lint --strict, with the default values and with each charts/switchboard/ci/*-values.yaml
 #   3. helm template with the same values; every rendered object validated for Kubernetes 1.37
-#      (charts/ci/validate.py); the default install's image is the one `make image` builds
+#      (charts/ci/validate.py); the default install's image is the one `make image` builds; every
+#      SWITCHBOARD_* variable of cluster mode (src/config.rs) is set by the Deployment
 #   4. manifests/: every object validated and read by kubectl 1.37; the example GrpcRoutes against the CRD schema
 #   5. values.schema.json and the templates refuse wrong values
 #   6. the Dockerfile: hadolint, and its build stage runs .ci/build-release.sh, which .ci/run runs too
@@ -94,6 +95,19 @@ if [[ "$rendered_image" == "$make_image" ]]; then
     pass "chart default image $rendered_image = make image's"
 else
     fail "the chart's default image $rendered_image differs from make image's $make_image"
+fi
+
+step "every flag of cluster mode is set by the Deployment"
+# Standalone-only flags (the routes file) are not; a new flag fails here until the chart sets it.
+missing=""
+for env in $(grep -o 'env = "SWITCHBOARD_[A-Z_]*"' src/config.rs | cut -d'"' -f2 | sort -u); do
+    case "$env" in SWITCHBOARD_ROUTES | SWITCHBOARD_RELOAD_INTERVAL) continue ;; esac
+    grep -q "name: $env\$" "$work"/*.yaml || missing="$missing $env"
+done
+if [[ -z "$missing" ]]; then
+    pass "every SWITCHBOARD_* variable of src/config.rs is set by some ci/*-values.yaml"
+else
+    fail "the chart does not set:$missing"
 fi
 
 step "manifests/ (for kubectl apply -f)"
