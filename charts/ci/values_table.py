@@ -1,4 +1,4 @@
-"""The values table of charts/switchboard/README.md, from the `# --` comments of values.yaml (helm-docs style).
+"""The values table of charts/switchboard/README.md and of the project README.md, from the `# --` comments of values.yaml (helm-docs style).
 
     python values_table.py CHART_DIR          rewrite the table between the README's markers
     python values_table.py CHART_DIR --check  only check (exit 1 on a problem)
@@ -152,23 +152,28 @@ def main():
     docs = documented(text)
     schema = json.loads((chart / "values.schema.json").read_text())
     errs = problems(values, docs, schema)
-    readme_path = chart / "README.md"
-    readme = readme_path.read_text()
-    if START not in readme or END not in readme:
-        errs.append(f"{readme_path}: the values-table markers are missing")
+    # The chart's README and the project's README both carry the table.
+    readmes = [chart / "README.md", chart.resolve().parent.parent / "README.md"]
+    texts = {}
+    for readme_path in readmes:
+        readme = readme_path.read_text()
+        if START not in readme or END not in readme:
+            errs.append(f"{readme_path}: the values-table markers are missing")
+        texts[readme_path] = readme
     if errs:
         print("\n".join(errs), file=sys.stderr)
         sys.exit(1)
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{table(values, docs, schema)}\n{END}{tail}"
-    if check:
-        if new != readme:
-            print(f"{readme_path}: the values table is stale; run `make chart-generate`", file=sys.stderr)
-            sys.exit(1)
-    elif new != readme:
-        readme_path.write_text(new)
-
+    rendered = table(values, docs, schema)
+    for readme_path, readme in texts.items():
+        head, rest = readme.split(START, 1)
+        _, tail = rest.split(END, 1)
+        new = f"{head}{START}\n{rendered}\n{END}{tail}"
+        if check:
+            if new != readme:
+                print(f"{readme_path}: the values table is stale; run `make chart-generate`", file=sys.stderr)
+                sys.exit(1)
+        elif new != readme:
+            readme_path.write_text(new)
 
 if __name__ == "__main__":
     main()
