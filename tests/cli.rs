@@ -117,6 +117,9 @@ async fn reload_and_graceful_shutdown() {
     let pid = proc.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // New calls are refused with a retryable status: the listener is closed, so a new client cannot connect.
+    let refused = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await;
+    assert!(refused.is_err(), "a draining server takes no new connections");
     tx.send(req(b"during drain")).await.unwrap();
     assert_eq!(replies.message().await.unwrap().unwrap().payload, b"during drain");
     drop(tx);

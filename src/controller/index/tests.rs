@@ -198,3 +198,24 @@ fn older_routes_win_ties() {
     let rule = table.lookup(&CallInfo { authority: "", path: "/a.B/C", headers: &h }).unwrap();
     assert_eq!(rule.route.name, "older");
 }
+
+#[test]
+fn same_age_ties_go_by_namespace_then_name() {
+    let spec = |svc: &str| json!({"rules": [{"matches": [{"method": {"service": "a.B"}}], "backendRefs": [{"name": svc, "port": 80}]}]});
+    let snap = Snapshot {
+        routes: vec![
+            route("b-ns", "a", 10, spec("x")),
+            route("a-ns", "z", 10, spec("y")),
+            route("a-ns", "b", 10, spec("z")),
+        ],
+        services: ["x", "y", "z"]
+            .iter()
+            .flat_map(|s| [service("a-ns", s, &[(80, None)]), service("b-ns", s, &[(80, None)])])
+            .collect(),
+        ..Default::default()
+    };
+    let (table, _) = build(&snap);
+    let h = http::HeaderMap::new();
+    let rule = table.lookup(&CallInfo { authority: "", path: "/a.B/C", headers: &h }).unwrap();
+    assert_eq!(rule.route.to_string(), "a-ns/b");
+}
