@@ -99,8 +99,11 @@ impl Metrics {
         let r = Registry::new();
         let m = ["grpc_service", "grpc_method"];
         let mc = ["grpc_service", "grpc_method", "grpc_code"];
-        let build = IntGaugeVec::new(Opts::new("switchboard_build_info", "Build information; the value is always 1."), &["version"])
-            .expect("valid metric");
+        let build = IntGaugeVec::new(
+            Opts::new("switchboard_build_info", "Build information; the value is always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
         r.register(Box::new(build.clone())).expect("registered once");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let reconcile_seconds = Histogram::with_opts(
