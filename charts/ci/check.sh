@@ -46,10 +46,10 @@ fi
 
 step "generated files are current (charts/ci/generate.sh into a copy, then diff)"
 mkdir -p "$work/tree/examples"
-cp -r charts manifests "$work/tree/"
+cp -r charts manifests README.md "$work/tree/"
 cp -r examples/routes "$work/tree/examples/"
 if bash charts/ci/generate.sh "$work/tree"; then
-    for path in $chart/templates/crd-grpcroute.yaml $chart/README.md manifests; do
+    for path in $chart/templates/crd-grpcroute.yaml $chart/README.md README.md manifests; do
         if diff -ru "$path" "$work/tree/$path" >"$work/drift.diff"; then
             pass "$path"
         else

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the generated parts of the chart and of manifests/ (`make chart-generate`):
 #   charts/switchboard/templates/crd-grpcroute.yaml  `switchboard crd`, gated by crds.enabled, kept on uninstall
-#   charts/switchboard/README.md                     the values table, from the `# --` comments of values.yaml
+#   charts/switchboard/README.md, README.md          the values table, from the `# --` comments of values.yaml
 #   manifests/switchboard.yaml                       the chart's default install as plain YAML, namespace included
 #   manifests/examples/*.yaml                        the example GrpcRoutes, copied from examples/routes/
 #
