@@ -22,6 +22,7 @@ use super::routes::{Bound, Routes};
 use super::status::code_for_reset;
 use super::status::Error;
 use super::timeout;
+use super::wake::Directions;
 use crate::metrics::BackendMetrics;
 use crate::table::{CallInfo, Pick, Retry, Rule};
 
@@ -431,11 +432,13 @@ async fn relay_frames(
 ) -> Attempt {
     let mut request_open = !request_pipe.is_done();
     let mut upstream = Upstream::Waiting(response);
+    let directions = Directions::new();
 
     poll_fn(|cx| {
+        directions.register(cx);
         if request_open {
-            if let Some(body) = body.as_deref_mut() {
-                match request_pipe.poll(cx, body, up_send) {
+            if let (Some(body), Some(mut rcx)) = (body.as_deref_mut(), directions.request()) {
+                match request_pipe.poll(&mut rcx, body, up_send) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(())) => request_open = false,
                     Poll::Ready(Err(PipeError::Recv(e))) => {
@@ -453,7 +456,7 @@ async fn relay_frames(
         }
         // While the request is open its receive stream reports a client reset; after that, ask the response.
         if !request_open || body.is_none() {
-            if let Poll::Ready(reason) = respond.poll_reset(cx) {
+            if let Poll::Ready(reason) = respond.poll_reset(&mut directions.response_side()) {
                 tracing::debug!(?reason, "client reset the stream; cancelling the backend stream");
                 up_send.send_reset(Reason::CANCEL);
                 respond.reset(reason);
@@ -462,6 +465,8 @@ async fn relay_frames(
             }
         }
         let replay = || request_pipe.captured().map(<[Bytes]>::to_vec);
+        let Some(mut rcx) = directions.response() else { return Poll::Pending };
+        let cx = &mut rcx;
         loop {
             match &mut upstream {
                 Upstream::Waiting(response) => match Pin::new(response).poll(cx) {

@@ -11,6 +11,7 @@ mod server;
 pub mod status;
 pub mod timeout;
 mod tower;
+mod wake;
 
 pub use self::forward::Forwarder;
 pub use self::handler::{BoxFuture, Handler, Responder};
