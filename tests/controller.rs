@@ -75,12 +75,12 @@ async fn answered_by(proxy: SocketAddr) -> Result<String, tonic::Status> {
     client(proxy).await.unary(req(b"x")).await.map(|r| r.into_inner().backend)
 }
 
-/// Retries the call until `want` answers (a new table is in place within the debounce) or 10 s pass.
-async fn until_answered_by(proxy: SocketAddr, want: &str) {
+/// Retries the call until its outcome satisfies `done` (a new table is in place within the debounce), 10 s at most.
+async fn until(proxy: SocketAddr, want: &str, done: impl Fn(&Result<String, tonic::Status>) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let got = answered_by(proxy).await;
-        if matches!(&got, Ok(b) if b == want) {
+        if done(&got) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "wanted {want}, last answer {got:?}");
@@ -88,16 +88,12 @@ async fn until_answered_by(proxy: SocketAddr, want: &str) {
     }
 }
 
+async fn until_answered_by(proxy: SocketAddr, want: &str) {
+    until(proxy, want, |got| matches!(got, Ok(b) if b == want)).await;
+}
+
 async fn until_code(proxy: SocketAddr, code: tonic::Code) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = answered_by(proxy).await;
-        if matches!(&got, Err(s) if s.code() == code) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "wanted {code:?}, last answer {got:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(proxy, &format!("{code:?}"), |got| matches!(got, Err(s) if s.code() == code)).await;
 }
 
 /// The stored status (read untyped: some test routes are deliberately not valid GrpcRoutes).
