@@ -11,7 +11,7 @@ use super::{
     Backend, Candidate, HeaderEdits, HeaderMatch, HostMatch, MethodMatch, Retry, RouteId, Rule, Table, Target,
     WeightedBackends,
 };
-use crate::crd::{BackendObjectRef, FilterType, GrpcRouteSpec};
+use crate::crd::{BackendObjectRef, FilterType, GrpcRouteSpec, HeaderModifier};
 
 /// The address of one backend endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,22 +206,12 @@ fn compile_route<E>(
         for f in &r.filters {
             match f.filter_type {
                 FilterType::RequestHeaderModifier => {
-                    let m = f
-                        .request_header_modifier
-                        .as_ref()
-                        .ok_or_else(|| at("RequestHeaderModifier filter needs requestHeaderModifier".into()))?;
-                    if request_headers.replace(HeaderEdits::compile(m).map_err(at)?).is_some() {
-                        return Err(at("RequestHeaderModifier filter cannot be repeated".into()));
-                    }
+                    compile_once(&mut request_headers, f.request_header_modifier.as_ref(), "RequestHeaderModifier")
+                        .map_err(at)?
                 }
                 FilterType::ResponseHeaderModifier => {
-                    let m = f
-                        .response_header_modifier
-                        .as_ref()
-                        .ok_or_else(|| at("ResponseHeaderModifier filter needs responseHeaderModifier".into()))?;
-                    if response_headers.replace(HeaderEdits::compile(m).map_err(at)?).is_some() {
-                        return Err(at("ResponseHeaderModifier filter cannot be repeated".into()));
-                    }
+                    compile_once(&mut response_headers, f.response_header_modifier.as_ref(), "ResponseHeaderModifier")
+                        .map_err(at)?
                 }
                 FilterType::RequestMirror => {
                     let m = f
@@ -268,6 +258,16 @@ fn compile_route<E>(
         out.push((rule, matches));
     }
     Ok((route_hosts, out))
+}
+
+/// Compiles a header modifier filter into `slot`: its field must be set, and it may appear once per rule.
+fn compile_once(slot: &mut Option<HeaderEdits>, modifier: Option<&HeaderModifier>, kind: &str) -> Result<(), String> {
+    let field = format!("{}{}", kind[..1].to_ascii_lowercase(), &kind[1..]);
+    let m = modifier.ok_or_else(|| format!("{kind} filter needs {field}"))?;
+    if slot.replace(HeaderEdits::compile(m)?).is_some() {
+        return Err(format!("{kind} filter cannot be repeated"));
+    }
+    Ok(())
 }
 
 /// `name:port` or `namespace/name:port` as written in a backendRef.
