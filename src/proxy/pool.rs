@@ -206,10 +206,15 @@ impl Endpoint {
             return Some(Lease { conn, endpoint: self.clone() });
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _ = this.lease().await;
-        });
+        // Start a connect only if none is under way or backing off: a mirror of a down backend must not spawn a
+        // task per call.
+        let idle = self.connect.try_lock().is_ok_and(|b| b.retry_at.is_none_or(|at| at <= Instant::now()));
+        if idle {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _ = this.lease().await;
+            });
+        }
         None
     }
 
