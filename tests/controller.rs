@@ -71,6 +71,15 @@ fn to_service(svc: &str) -> Value {
     json!({"rules": [{"matches": [{"method": {"service": ECHO}}], "backendRefs": [{"name": svc, "port": 80}]}]})
 }
 
+/// An API server holding Service `app/echo` with one ready endpoint (`backend`) and a GrpcRoute to it.
+async fn echo_cluster(backend: SocketAddr) -> ApiServer {
+    let api = ApiServer::start().await;
+    api.apply(service("app", "echo"));
+    api.apply(slice("app", "echo", "echo-1", backend, true));
+    api.apply(grpc_route("app", "echo", to_service("echo")));
+    api
+}
+
 async fn answered_by(proxy: SocketAddr) -> Result<String, tonic::Status> {
     client(proxy).await.unary(req(b"x")).await.map(|r| r.into_inner().backend)
 }
@@ -114,10 +123,7 @@ fn status_writes(api: &ApiServer) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_and_endpoints_reach_the_data_plane() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let api = ApiServer::start().await;
-    api.apply(service("app", "echo"));
-    api.apply(slice("app", "echo", "echo-1", a.addr, true));
-    api.apply(grpc_route("app", "echo", to_service("echo")));
+    let api = echo_cluster(a.addr).await;
     let c = start(api, None).await;
     eventually("ready after the first sync", || c.readiness.is_ready()).await;
     until_answered_by(c.proxy, "a").await;
@@ -232,10 +238,7 @@ async fn invalid_routes_get_conditions_and_events_and_the_rest_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_status() {
     let a = backend("a").await;
-    let api = ApiServer::start().await;
-    api.apply(service("app", "echo"));
-    api.apply(slice("app", "echo", "echo-1", a.addr, true));
-    api.apply(grpc_route("app", "echo", to_service("echo")));
+    let api = echo_cluster(a.addr).await;
     // Someone else holds the lease, freshly renewed, for an hour.
     let now = k8s_openapi::jiff::Timestamp::now();
     api.apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"namespace": "sb", "name": "leader"},
@@ -265,10 +268,7 @@ async fn only_the_leader_writes_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_from_every_injected_fault() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let api = ApiServer::start().await;
-    api.apply(service("app", "echo"));
-    api.apply(slice("app", "echo", "echo-1", a.addr, true));
-    api.apply(grpc_route("app", "echo", to_service("echo")));
+    let api = echo_cluster(a.addr).await;
     let c = start(api, None).await;
     until_answered_by(c.proxy, "a").await;
 
