@@ -9,7 +9,7 @@ use crate::admin::{self, Readiness};
 use crate::config::{ExplainArgs, LogFormat, RunArgs};
 use crate::crd::GrpcRoute;
 use crate::metrics::Metrics;
-use crate::proxy::{shutdown_signal, Forwarder, PoolMetrics, Pools, Routes, Server, TowerHandler};
+use crate::proxy::{shutdown_signal, ConnectionMetrics, Forwarder, Pools, Routes, Server, TowerHandler};
 use crate::table::{CallInfo, Verdict};
 use crate::{controller, standalone};
 
@@ -48,14 +48,11 @@ pub fn init_tracing(filter: &str, format: LogFormat) -> Result<(), Fatal> {
 
 /// `switchboard run`: serve until SIGTERM or SIGINT, then drain.
 pub async fn run(args: RunArgs) -> Result<(), Fatal> {
+    let nofile = raise_nofile_limit(args.max_client_connections);
     let (health, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(health);
     let metrics = Metrics::new();
-    let pool_metrics = PoolMetrics {
-        connections: metrics.upstream_connections.clone(),
-        connect_failures: metrics.connect_failures.clone(),
-    };
-    let pools = Pools::new(args.pool_settings()).with_metrics(pool_metrics);
+    let pools = Pools::new(args.pool_settings()).with_metrics(metrics.pool());
     let routes = Arc::new(Routes::with_metrics(pools, metrics.clone()));
     // Standalone: the file must load before we listen. Cluster: readiness waits for the first sync.
     let client = match &args.routes {
@@ -94,10 +91,13 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let server = Server::new(Forwarder::new(routes))
         .service("grpc.health.v1.Health", TowerHandler(health_service))
         .settings(args.server_settings())
-        .connection_gauge(metrics.downstream_connections.clone());
+        .connection_metrics(ConnectionMetrics {
+            open: metrics.downstream_connections.clone(),
+            closed: metrics.downstream_closed.clone(),
+        });
     let serving = tokio::spawn(server.serve(listener, shutdown));
     readiness.set_listening();
-    tracing::info!(listen = %args.listen, admin = %args.admin, "switchboard serving");
+    tracing::info!(listen = %args.listen, admin = %args.admin, open_file_limit = nofile, "switchboard serving");
 
     wait_for_signal().await;
     tracing::info!(drain_timeout = ?args.drain_timeout, "draining");
@@ -109,6 +109,23 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         Err(_) => tracing::warn!("drain timeout passed with calls still open; exiting"),
     }
     Ok(())
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit: every client and backend connection is a descriptor, and the
+/// usual soft limit (1024) is far below `--max-client-connections`.
+fn raise_nofile_limit(max_client_connections: u32) -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            if limit < u64::from(max_client_connections) * 2 {
+                tracing::warn!(limit, max_client_connections, "open file limit is below two descriptors per allowed client connection (one for the client, one for backends)");
+            }
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open file limit");
+            None
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -17,11 +17,12 @@ const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Why switchboard answered a call itself.
-pub const LOCAL_REASONS: [&str; 8] = [
+pub const LOCAL_REASONS: [&str; 9] = [
     "no_route",
     "no_endpoints",
     "connect_failed",
     "upstream_failed",
+    "upstream_not_grpc",
     "timeout",
     "bad_request",
     "shutting_down",
@@ -41,8 +42,21 @@ pub struct Metrics {
     route_responses: IntCounterVec,
     backend_latency: HistogramVec,
     local: IntCounterVec,
+    retries: IntCounterVec,
     /// Failed connection attempts to backends.
     pub connect_failures: IntCounterVec,
+    /// Streams open to backends (calls and mirrors).
+    pub upstream_streams: IntGauge,
+    /// Backend connections retired after a GOAWAY, by its error code.
+    pub upstream_goaways: IntCounterVec,
+    /// Endpoints ejected as outliers.
+    pub outlier_ejections: IntCounter,
+    /// Endpoints ejected now.
+    pub outlier_ejected: IntGauge,
+    /// Client connections closed by switchboard, by reason.
+    pub downstream_closed: IntCounterVec,
+    /// Tasks alive in the runtime (read when scraped).
+    pub runtime_tasks: IntGauge,
     /// Open client (downstream) connections.
     pub downstream_connections: IntGauge,
     /// Open backend (upstream) connections.
@@ -145,12 +159,41 @@ impl Metrics {
                 "Calls answered by switchboard itself.",
                 &["reason"],
             ),
+            retries: counter(
+                &r,
+                "switchboard_retries_total",
+                "Calls sent again: unsent (nothing reached a backend), unprocessed (the backend refused the \
+                 stream or it was above its GOAWAY's last stream id), policy (the rule's retry policy).",
+                &["reason"],
+            ),
             connect_failures: counter(
                 &r,
                 "switchboard_upstream_connect_failures_total",
                 "Failed attempts to connect to a backend.",
                 &["backend"],
             ),
+            upstream_streams: gauge(&r, "switchboard_upstream_streams", "Streams open to backends (calls, mirrors)."),
+            upstream_goaways: counter(
+                &r,
+                "switchboard_upstream_goaways_total",
+                "Backend connections retired after the backend sent GOAWAY, by its HTTP/2 error code.",
+                &["code"],
+            ),
+            outlier_ejections: {
+                let c = IntCounter::new("switchboard_outlier_ejections_total", "Endpoints ejected as outliers.")
+                    .expect("valid");
+                r.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
+            outlier_ejected: gauge(&r, "switchboard_outlier_ejected_endpoints", "Endpoints ejected now."),
+            downstream_closed: counter(
+                &r,
+                "switchboard_downstream_connections_closed_total",
+                "Client connections switchboard closed, by reason: handshake_timeout, idle, keepalive_timeout, \
+                 max_connections, premature_resets.",
+                &["reason"],
+            ),
+            runtime_tasks: gauge(&r, "switchboard_runtime_tasks", "Tasks alive in the runtime."),
             downstream_connections: gauge(&r, "switchboard_downstream_connections", "Open client connections."),
             upstream_connections: gauge(&r, "switchboard_upstream_connections", "Open backend connections."),
             active_streams: gauge(&r, "switchboard_active_streams", "Calls in flight."),
@@ -188,6 +231,9 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks.set(rt.metrics().num_alive_tasks() as i64);
+        }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("utf-8")
@@ -216,10 +262,43 @@ impl Metrics {
         })
     }
 
+    /// Counts a call sent again.
+    pub fn retried(&self, why: Retried) {
+        let label = match why {
+            Retried::Unsent => "unsent",
+            Retried::Unprocessed => "unprocessed",
+            Retried::Policy => "policy",
+        };
+        self.retries.with_label_values(&[label]).inc();
+    }
+
+    /// The handles backend connection pools count into.
+    pub fn pool(&self) -> crate::proxy::PoolMetrics {
+        crate::proxy::PoolMetrics {
+            connections: self.upstream_connections.clone(),
+            connect_failures: self.connect_failures.clone(),
+            streams: self.upstream_streams.clone(),
+            goaways: self.upstream_goaways.clone(),
+            ejections: self.outlier_ejections.clone(),
+            ejected: self.outlier_ejected.clone(),
+        }
+    }
+
     /// Counts a call switchboard answered itself.
     pub fn local_response(&self, reason: &str) {
         self.local.with_label_values(&[reason]).inc();
     }
+}
+
+/// Why a call was sent again.
+#[derive(Clone, Copy, Debug)]
+pub enum Retried {
+    /// Nothing reached a backend.
+    Unsent,
+    /// The backend did not process the stream.
+    Unprocessed,
+    /// The rule's retry policy.
+    Policy,
 }
 
 /// gRPC code names, as label values, by number.

@@ -98,6 +98,9 @@ fn exposition() -> String {
     m.watch_errors.with_label_values(&["grpcroutes"]).inc();
     m.status_writes.with_label_values(&["ok"]).inc();
     m.routes.with_label_values(&["accepted"]).set(1);
+    m.retried(switchboard::metrics::Retried::Unsent);
+    m.upstream_goaways.with_label_values(&["NO_ERROR"]).inc();
+    m.downstream_closed.with_label_values(&["idle"]).inc();
     m.render()
 }
 

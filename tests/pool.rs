@@ -18,7 +18,7 @@ async fn connections_are_reused_and_idle_ones_closed() {
     let b = backend("alpha").await;
     let settings = PoolSettings {
         idle_timeout: Duration::from_millis(300),
-        keepalive_interval: Duration::from_millis(50),
+        keepalive_interval: Some(Duration::from_millis(50)),
         ..Default::default()
     };
     let p = proxy_with(&routes_yaml(&[(ECHO, &[(b.addr, 1)])]), settings).await;
@@ -32,8 +32,9 @@ async fn connections_are_reused_and_idle_ones_closed() {
     assert_eq!(connections(&p.routes.load()), 1);
 }
 
-/// A backend that completes the HTTP/2 handshake and then stops reading: PINGs go unanswered, the
-/// connection is dropped from the pool.
+/// A backend that takes a call and then stops reading its connection (a hung peer): the keep-alive PING
+/// sent while the call is open goes unanswered, the connection is dropped from the pool, and the call fails
+/// with UNAVAILABLE instead of hanging.
 #[tokio::test]
 async fn unanswered_keepalive_closes_the_connection() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,31 +43,23 @@ async fn unanswered_keepalive_closes_the_connection() {
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut conn = h2::server::handshake(tcp).await.unwrap();
-        // Serve until the first stream arrives, then stop polling the connection (a hung peer).
-        let (_req, mut send) = conn.accept().await.unwrap().unwrap();
-        send.send_response(
-            http::Response::builder()
-                .header("content-type", "application/grpc")
-                .header("grpc-status", "0")
-                .body(())
-                .unwrap(),
-            true,
-        )
-        .unwrap();
-        let stalled = tokio::time::timeout(Duration::from_millis(100), conn.accept()).await;
-        drop(stalled);
+        // Polling the connection until the call arrives answers the proxy's handshake PING; then it hangs.
+        let call = conn.accept().await.unwrap().unwrap();
         let _ = stall_rx.await;
-        drop(conn);
+        drop((call, conn));
     });
     let settings = PoolSettings {
-        keepalive_interval: Duration::from_millis(100),
+        keepalive_interval: Some(Duration::from_millis(100)),
         keepalive_timeout: Duration::from_millis(200),
         ..Default::default()
     };
-    let p = proxy_with(&routes_yaml(&[("raw.v1.Raw", &[(addr, 1)])]), settings).await;
-    let r = support::raw::raw_call(p.addr, "/raw.v1.Raw/Call", &[]).await;
-    assert_eq!(r.headers["grpc-status"], "0");
-    assert_eq!(connections(&p.routes.load()), 1);
-    eventually("connection with unanswered PINGs dropped", || connections(&p.routes.load()) == 0).await;
+    let p = proxy_with(&routes_yaml(&[(ECHO, &[(addr, 1)])]), settings).await;
+    let mut via = client(p.addr).await;
+    let started = std::time::Instant::now();
+    let status = via.unary(req(b"x")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("connection"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the hung connection was found by its PING");
+    assert_eq!(connections(&p.routes.load()), 0);
     drop(stall_tx);
 }

@@ -49,11 +49,12 @@ enum State {
 /// stream properly, whatever the handler did.
 pub struct Responder {
     state: State,
+    cancelled: bool,
 }
 
 impl Responder {
     pub(crate) fn new(send: SendResponse<Bytes>) -> Self {
-        Self { state: State::Idle(send) }
+        Self { state: State::Idle(send), cancelled: false }
     }
 
     /// Whether response headers were sent.
@@ -106,6 +107,18 @@ impl Responder {
             State::Streaming(mut s) => s.send_reset(reason),
             State::Done => {}
         }
+    }
+
+    /// Resets the stream because the client cancelled the call (reset it, or its connection failed). The
+    /// server counts such calls per connection: many early cancels end the connection (rapid reset).
+    pub fn cancelled_by_client(&mut self, reason: Reason) {
+        self.cancelled = true;
+        self.reset(reason);
+    }
+
+    /// Whether the call ended by [`Responder::cancelled_by_client`].
+    pub fn was_cancelled_by_client(&self) -> bool {
+        self.cancelled
     }
 
     /// Ready with the reason when the client resets the stream.

@@ -10,6 +10,8 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 
+use super::mirror::Mirrors;
+
 /// Why a pipe stopped early.
 #[derive(Debug)]
 pub enum PipeError {
@@ -22,14 +24,17 @@ pub enum PipeError {
 /// Relays DATA (and trailers, or the final END_STREAM) from a receive stream to a send stream.
 ///
 /// Optionally it also copies what it sends to mirror streams (best effort: a mirror without window for a chunk
-/// is reset rather than allowed to slow the primary), and keeps the sent chunks, up to a limit, so that a
-/// small request can be replayed on retry. Chunks are reference-counted: neither copies bytes.
+/// is dropped rather than allowed to slow the primary), and keeps the sent chunks, up to a limit, so that the
+/// request can be sent again to another stream (a retry). Chunks are reference-counted: neither copies bytes.
+/// A pipe outlives the destination it relays to: after a failed attempt, [`Pipe::replay_into`] sends what
+/// was sent so far to the next destination, and relaying goes on from where it stopped.
 #[derive(Debug, Default)]
 pub struct Pipe {
     pending: Option<Bytes>,
     done: bool,
+    trailers: bool,
     bytes: u64,
-    mirrors: Vec<SendStream<Bytes>>,
+    mirrors: Mirrors,
     capture: Option<Capture>,
     messages: MessageCounter,
     status: Option<u8>,
@@ -71,6 +76,8 @@ impl MessageCounter {
 #[derive(Debug)]
 struct Capture {
     chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    len: usize,
     limit: usize,
     overflowed: bool,
 }
@@ -102,15 +109,20 @@ impl Pipe {
     }
 
     /// Also sends everything to these streams, dropping any that cannot keep up.
-    pub fn mirror_to(mut self, mirrors: Vec<SendStream<Bytes>>) -> Self {
+    pub fn mirror_to(mut self, mirrors: Mirrors) -> Self {
         self.mirrors = mirrors;
         self
     }
 
-    /// Keeps up to `limit` bytes of what is sent, for [`Pipe::captured`].
+    /// Keeps up to `limit` bytes of what is sent, for [`Pipe::captured`] and [`Pipe::replay_into`].
     pub fn capturing(mut self, limit: usize) -> Self {
-        self.capture = Some(Capture { chunks: Vec::new(), limit, overflowed: false });
+        self.capture = Some(Capture { chunks: Vec::new(), len: 0, limit, overflowed: false });
         self
+    }
+
+    /// Stops keeping what is sent, and frees what was kept: the call will not be sent again.
+    pub fn stop_capture(&mut self) {
+        self.capture = None;
     }
 
     /// Everything the source sent, once it ended without trailers and within the capture limit.
@@ -121,42 +133,57 @@ impl Pipe {
         }
     }
 
+    /// Whether everything taken from the source so far can be sent again: nothing was taken, or all of it was
+    /// kept (requests with trailers are never sent again).
+    pub fn replayable(&self) -> bool {
+        !self.trailers
+            && match &self.capture {
+                Some(c) => !c.overflowed,
+                None => self.bytes == 0,
+            }
+    }
+
+    /// Whether a new stream's HEADERS should carry END_STREAM: the source ended without sending anything.
+    pub fn ends_at_headers(&self) -> bool {
+        self.done && self.bytes == 0 && !self.trailers
+    }
+
+    /// Whether a frame taken from the source waits for the destination's window.
+    pub fn is_blocked(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Sends what was sent so far, and the end if the source ended, to a new destination; relaying then goes
+    /// on there. Only for a [`Pipe::replayable`] pipe. The bytes are within the capture limit and were taken
+    /// under the source's window, so h2 buffers them rather than waiting for the destination's.
+    pub fn replay_into(&self, to: &mut SendStream<Bytes>) -> Result<(), h2::Error> {
+        if self.ends_at_headers() {
+            return Ok(());
+        }
+        if let Some(c) = &self.capture {
+            for chunk in &c.chunks {
+                to.send_data(chunk.clone(), false)?;
+            }
+        }
+        if self.done {
+            to.send_data(Bytes::new(), true)?;
+        }
+        Ok(())
+    }
+
     fn copy(&mut self, chunk: &Bytes) {
         if let Some(c) = &mut self.capture {
             if !c.overflowed {
-                let total: usize = c.chunks.iter().map(Bytes::len).sum::<usize>() + chunk.len();
-                if total > c.limit {
+                if c.len + chunk.len() > c.limit {
                     c.overflowed = true;
                     c.chunks = Vec::new();
                 } else {
+                    c.len += chunk.len();
                     c.chunks.push(chunk.clone());
                 }
             }
         }
-        self.mirrors.retain_mut(|m| {
-            m.reserve_capacity(chunk.len());
-            if m.capacity() >= chunk.len() && m.send_data(chunk.clone(), false).is_ok() {
-                return true;
-            }
-            tracing::debug!("mirror cannot keep up; dropping it");
-            m.send_reset(h2::Reason::CANCEL);
-            false
-        });
-    }
-
-    fn end_mirrors(&mut self, trailers: Option<&http::HeaderMap>) {
-        for mut m in self.mirrors.drain(..) {
-            let _ = match trailers {
-                Some(t) => m.send_trailers(t.clone()),
-                None => m.send_data(Bytes::new(), true),
-            };
-        }
-        if trailers.is_some() {
-            if let Some(c) = &mut self.capture {
-                // Requests with trailers are not replayed.
-                c.overflowed = true;
-            }
-        }
+        self.mirrors.send(chunk);
     }
 
     /// Makes progress; Ready(Ok) once the source's end (trailers or END_STREAM) has been relayed.
@@ -190,13 +217,16 @@ impl Pipe {
                     self.pending = None;
                 }
                 self.messages.observe(&chunk);
+                // Taken from the source now, whether or not this destination gets it: kept for a replay.
+                self.bytes += n as u64;
                 if !self.mirrors.is_empty() || self.capture.is_some() {
                     self.copy(&chunk);
                 }
-                to.send_data(chunk, false).map_err(PipeError::Send)?;
-                self.bytes += n as u64;
-                // Only now that the destination took the bytes may the source send more.
+                let sent = to.send_data(chunk, false);
+                // Only now that the destination took the bytes (or they are kept for the next one) may the
+                // source send more.
                 let _ = from.flow_control().release_capacity(n);
+                sent.map_err(PipeError::Send)?;
                 continue;
             }
             match ready!(from.poll_data(cx)) {
@@ -207,12 +237,13 @@ impl Pipe {
                     match ready!(from.poll_trailers(cx)) {
                         Ok(Some(trailers)) => {
                             self.status = grpc_status(&trailers);
-                            self.end_mirrors(Some(&trailers));
+                            self.trailers = true;
+                            self.mirrors.end(Some(&trailers));
                             to.send_trailers(trailers).map_err(PipeError::Send)?
                         }
                         // The seed's point: a half-close without trailers is an empty DATA frame with END_STREAM.
                         Ok(None) => {
-                            self.end_mirrors(None);
+                            self.mirrors.end(None);
                             to.send_data(Bytes::new(), true).map_err(PipeError::Send)?
                         }
                         Err(e) => return Poll::Ready(Err(PipeError::Recv(e))),

@@ -49,6 +49,17 @@ pub enum Error {
         /// The HTTP/2 error.
         source: h2::Error,
     },
+    /// The backend answered, but not with gRPC: an HTTP error status or another content-type without a
+    /// `grpc-status` (a misrouted call, or a proxy in front of the backend answering for it).
+    #[error("backend {endpoint} answered HTTP {status}{}, not gRPC", content_type.as_deref().map(|c| format!(" with content-type {c:?}")).unwrap_or_default())]
+    NotGrpc {
+        /// The endpoint.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The content-type, when it is not gRPC's.
+        content_type: Option<String>,
+    },
     /// The call's deadline (client `grpc-timeout` or the rule's timeout) passed.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(std::time::Duration),
@@ -79,6 +90,7 @@ impl Error {
             | Self::Connect { .. }
             | Self::Upstream { .. }
             | Self::ShuttingDown => Code::Unavailable,
+            Self::NotGrpc { status, .. } => code_for_http_status(*status),
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::BadRequest(_) => Code::Internal,
             Self::Status { code, .. } => *code,
@@ -92,6 +104,7 @@ impl Error {
             Self::NoBackends { .. } | Self::Unresolved { .. } | Self::NoEndpoints { .. } => "no_endpoints",
             Self::Connect { .. } => "connect_failed",
             Self::Upstream { .. } => "upstream_failed",
+            Self::NotGrpc { .. } => "upstream_not_grpc",
             Self::DeadlineExceeded(_) => "timeout",
             Self::BadRequest(_) => "bad_request",
             Self::ShuttingDown => "shutting_down",
@@ -134,6 +147,19 @@ pub fn percent_encode(message: &str) -> String {
     out
 }
 
+/// The gRPC status for an HTTP response without `grpc-status` (gRPC's "HTTP to gRPC Status Code Mapping";
+/// a 200 that is not gRPC has no entry there, so it is UNKNOWN, as grpc-go makes it).
+pub fn code_for_http_status(status: u16) -> Code {
+    match status {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
 /// The gRPC status a client derives from an RST_STREAM code (gRPC HTTP/2 spec, "Errors").
 pub fn code_for_reset(reason: h2::Reason) -> Code {
     match reason {
@@ -171,6 +197,29 @@ mod tests {
         assert_eq!(code_for_reset(h2::Reason::ENHANCE_YOUR_CALM), Code::ResourceExhausted);
         assert_eq!(code_for_reset(h2::Reason::INADEQUATE_SECURITY), Code::PermissionDenied);
         assert_eq!(code_for_reset(h2::Reason::PROTOCOL_ERROR), Code::Internal);
+    }
+
+    #[test]
+    fn http_statuses_map_as_the_grpc_spec_says() {
+        let table = [
+            (400, Code::Internal),
+            (401, Code::Unauthenticated),
+            (403, Code::PermissionDenied),
+            (404, Code::Unimplemented),
+            (429, Code::Unavailable),
+            (502, Code::Unavailable),
+            (503, Code::Unavailable),
+            (504, Code::Unavailable),
+            (200, Code::Unknown),
+            (500, Code::Unknown),
+        ];
+        for (status, code) in table {
+            assert_eq!(code_for_http_status(status), code, "HTTP {status}");
+            let e = Error::NotGrpc { endpoint: "e".into(), status, content_type: None };
+            assert_eq!(e.code(), code);
+        }
+        let e = Error::NotGrpc { endpoint: "10.0.0.1:80".into(), status: 200, content_type: Some("text/html".into()) };
+        assert_eq!(e.to_string(), "backend 10.0.0.1:80 answered HTTP 200 with content-type \"text/html\", not gRPC");
     }
 
     #[test]

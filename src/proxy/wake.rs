@@ -25,6 +25,22 @@ impl Wake for Flag {
     }
 }
 
+/// A waker that marks both directions.
+#[derive(Debug)]
+struct Both(Arc<Flag>, Arc<Flag>);
+
+impl Wake for Both {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.woken.store(true, Ordering::Release);
+        self.1.woken.store(true, Ordering::Release);
+        self.0.task.wake();
+    }
+}
+
 /// The request and response directions of one call.
 #[derive(Debug)]
 pub struct Directions {
@@ -32,6 +48,7 @@ pub struct Directions {
     response: Arc<Flag>,
     request_waker: Waker,
     response_waker: Waker,
+    both_waker: Waker,
 }
 
 impl Directions {
@@ -42,6 +59,7 @@ impl Directions {
         Self {
             request_waker: Waker::from(request.clone()),
             response_waker: Waker::from(response.clone()),
+            both_waker: Waker::from(Arc::new(Both(request.clone(), response.clone()))),
             request,
             response,
         }
@@ -62,6 +80,12 @@ impl Directions {
     /// for send capacity and resets alike, so whatever polls the client's send side must use this one.
     pub fn response_side(&self) -> Context<'_> {
         Context::from_waker(&self.response_waker)
+    }
+
+    /// A context that wakes both directions. For a handle both directions wait on: h2's one waker per stream
+    /// is whichever registered last, so registering this one last leaves neither direction unwoken.
+    pub fn both(&self) -> Context<'_> {
+        Context::from_waker(&self.both_waker)
     }
 
     /// A context for polling the response direction, if it was woken (clearing the flag).
@@ -86,5 +110,7 @@ mod tests {
         assert!(task.woken.load(Ordering::Acquire), "the task was woken");
         assert!(d.request().is_none());
         assert!(d.response().is_some());
+        d.both_waker.wake_by_ref();
+        assert!(d.request().is_some() && d.response().is_some(), "both marked");
     }
 }

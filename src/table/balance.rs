@@ -1,5 +1,5 @@
 //! Choosing where one call goes: a weighted pick among a rule's backends, then power-of-two-choices on
-//! pending requests among the backend's endpoints.
+//! pending requests among the backend's available endpoints.
 
 use std::sync::Arc;
 
@@ -7,6 +7,12 @@ use std::sync::Arc;
 pub trait Load {
     /// Calls in flight (lower is better).
     fn load(&self) -> usize;
+
+    /// Whether the endpoint should get calls now: not backing off after failed connects, not ejected as an
+    /// outlier. Unavailable endpoints are picked only when no available one is left ("panic mode").
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 impl Load for crate::table::build::EndpointAddr {
@@ -96,7 +102,17 @@ impl<E> WeightedBackends<E> {
     }
 
     /// Picks a destination; `rand(n)` returns a uniform number in `0..n`.
-    pub fn pick_with(&self, mut rand: impl FnMut(u64) -> u64) -> Pick<'_, E>
+    pub fn pick_with(&self, rand: impl FnMut(u64) -> u64) -> Pick<'_, E>
+    where
+        E: Load,
+    {
+        self.pick_avoiding(rand, |_| false)
+    }
+
+    /// Picks a destination, passing over endpoints for which `avoid` holds (those a call already failed to
+    /// reach) unless nothing else is left. Among the rest, power of two choices on load, preferring available
+    /// endpoints: a failing endpoint looks idle, so load alone would favour it.
+    pub fn pick_avoiding(&self, mut rand: impl FnMut(u64) -> u64, avoid: impl Fn(&E) -> bool) -> Pick<'_, E>
     where
         E: Load,
     {
@@ -115,13 +131,7 @@ impl<E> WeightedBackends<E> {
             Target::Backend(b) => match b.endpoints.len() {
                 0 => Pick::NoEndpoints(b),
                 1 => Pick::Endpoint(b, &b.endpoints[0]),
-                n => {
-                    // Power of two choices: two distinct random endpoints, the less loaded one wins.
-                    let i = rand(n as u64) as usize;
-                    let j = (i + 1 + rand(n as u64 - 1) as usize) % n;
-                    let (x, y) = (&b.endpoints[i], &b.endpoints[j]);
-                    Pick::Endpoint(b, if y.load() < x.load() { y } else { x })
-                }
+                n => Pick::Endpoint(b, choose(&b.endpoints, n, &mut rand, &avoid)),
             },
         }
     }
@@ -132,6 +142,14 @@ impl<E> WeightedBackends<E> {
         E: Load,
     {
         self.pick_with(|n| fastrand::u64(0..n))
+    }
+
+    /// Like [`Self::pick`], passing over endpoints for which `avoid` holds while others are left.
+    pub fn pick_except(&self, avoid: impl Fn(&E) -> bool) -> Pick<'_, E>
+    where
+        E: Load,
+    {
+        self.pick_avoiding(|n| fastrand::u64(0..n), avoid)
     }
 
     pub(crate) fn map<E2>(&self, f: &mut impl FnMut(&E) -> E2) -> WeightedBackends<E2> {
@@ -152,21 +170,60 @@ impl<E> WeightedBackends<E> {
     }
 }
 
+/// Power of two choices among `n >= 2` endpoints: two distinct random ones, the usable and less loaded wins.
+/// When neither is usable, the first usable one from a random start; when none is, any not avoided.
+fn choose<'e, E: Load>(
+    endpoints: &'e [E],
+    n: usize,
+    rand: &mut impl FnMut(u64) -> u64,
+    avoid: &impl Fn(&E) -> bool,
+) -> &'e E {
+    let i = rand(n as u64) as usize;
+    let j = (i + 1 + rand(n as u64 - 1) as usize) % n;
+    let (x, y) = (&endpoints[i], &endpoints[j]);
+    let usable = |e: &E| !avoid(e) && e.available();
+    match (usable(x), usable(y)) {
+        (true, true) if y.load() < x.load() => y,
+        (true, _) => x,
+        (false, true) => y,
+        (false, false) => {
+            let from = |i: usize| (0..n).map(move |k| &endpoints[(i + k) % n]);
+            from(i).find(|e| usable(e)).or_else(|| from(i).find(|e| !avoid(e))).unwrap_or(x)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::Cell;
 
     #[derive(Debug)]
-    struct Ep(&'static str, Cell<usize>);
+    struct Ep(&'static str, Cell<usize>, Cell<bool>);
     impl Load for Ep {
         fn load(&self) -> usize {
             self.1.get()
         }
+        fn available(&self) -> bool {
+            self.2.get()
+        }
     }
 
     fn backend(name: &'static str, eps: &[&'static str]) -> Target<Ep> {
-        Target::Backend(Backend { name: name.into(), endpoints: eps.iter().map(|e| Ep(e, Cell::new(0))).collect() })
+        let endpoints = eps.iter().map(|e| Ep(e, Cell::new(0), Cell::new(true))).collect();
+        Target::Backend(Backend { name: name.into(), endpoints })
+    }
+
+    fn endpoints(w: &WeightedBackends<Ep>) -> &[Ep] {
+        let Some(Target::Backend(b)) = w.targets().next() else { unreachable!() };
+        &b.endpoints
+    }
+
+    fn picked_endpoint(p: Pick<'_, Ep>) -> &'static str {
+        match p {
+            Pick::Endpoint(_, ep) => ep.0,
+            other => panic!("{other:?}"),
+        }
     }
 
     fn picked<E: Load>(p: Pick<'_, E>) -> String {
@@ -233,5 +290,38 @@ mod tests {
             let Pick::Endpoint(_, ep) = w.pick() else { unreachable!() };
             assert_ne!(ep.0, "z");
         }
+    }
+
+    /// A fast-failing endpoint has no calls in flight, so load alone would make it the favourite.
+    #[test]
+    fn unavailable_endpoints_are_passed_over_while_others_are_up() {
+        let w = WeightedBackends::new([(1, backend("a", &["down", "busy", "idle"]))]);
+        let eps = endpoints(&w);
+        eps[0].2.set(false);
+        eps[1].1.set(50);
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..500 {
+            assert_ne!(picked_endpoint(w.pick_with(|m| rng.u64(0..m))), "down");
+        }
+        // With every endpoint down, calls still go somewhere (the connect attempt decides).
+        eps[1].2.set(false);
+        eps[2].2.set(false);
+        let seen: std::collections::HashSet<_> = (0..200).map(|_| picked_endpoint(w.pick())).collect();
+        assert_eq!(seen.len(), 3, "panic mode spreads over all endpoints: {seen:?}");
+    }
+
+    #[test]
+    fn avoided_endpoints_are_used_only_when_nothing_else_is_left() {
+        let w = WeightedBackends::new([(1, backend("a", &["x", "y", "z"]))]);
+        for _ in 0..200 {
+            assert_eq!(picked_endpoint(w.pick_except(|e| e.0 != "z")), "z");
+            assert_ne!(picked_endpoint(w.pick_except(|e| e.0 == "z")), "z");
+        }
+        // Not avoided beats available: a call does not return to an endpoint it could not reach.
+        endpoints(&w)[2].2.set(false);
+        for _ in 0..200 {
+            assert_eq!(picked_endpoint(w.pick_except(|e| e.0 != "z")), "z", "the last one not avoided");
+        }
+        assert!(["x", "y", "z"].contains(&picked_endpoint(w.pick_except(|_| true))));
     }
 }

@@ -3,6 +3,12 @@
 //! The hot path (`Endpoint::lease`) reads the connection list through an `ArcSwap` and claims a stream slot
 //! with an atomic counter: no lock. Only opening a connection takes the endpoint's own async mutex, so a
 //! connect (with its timeout and backoff) holds up only calls that need a new connection to that endpoint.
+//!
+//! A connection that refuses a new stream (it received GOAWAY, or it failed) is retired at once: later calls
+//! open a fresh one while the old one finishes the streams it has.
+
+mod connect;
+mod health;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,20 +18,25 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use h2::client::SendRequest;
-use tokio::net::TcpStream;
 
+pub use self::health::OutlierSettings;
+use self::health::{now_ms, Health};
 use super::status::Error;
 use crate::table::{EndpointAddr, Load};
 
 /// Connection settings for backends.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
-    /// Limit on establishing one TCP connection and the HTTP/2 handshake.
+    /// Limit on opening one connection: TCP, the HTTP/2 handshake, and the backend's answer to a first PING.
     pub connect_timeout: Duration,
-    /// Interval of HTTP/2 PINGs on each backend connection.
-    pub keepalive_interval: Duration,
+    /// Interval of HTTP/2 PINGs on connections with calls open; `None` sends none. Servers limit PINGs
+    /// (grpc-go, grpc-java and C-core allow one per 5 minutes by default and answer more with
+    /// GOAWAY(too_many_pings)), so dead peers are found with TCP keep-alive instead.
+    pub keepalive_interval: Option<Duration>,
     /// A connection whose PING is not answered in this time is closed.
     pub keepalive_timeout: Duration,
+    /// TCP keep-alive idle time on backend sockets (probes every third of it, three times); `None` disables.
+    pub tcp_keepalive: Option<Duration>,
     /// A connection with no calls for this long is closed.
     pub idle_timeout: Duration,
     /// First delay after a failed connect; doubles per failure.
@@ -34,23 +45,43 @@ pub struct PoolSettings {
     pub backoff_max: Duration,
     /// HTTP/2 stream window we advertise to backends.
     pub stream_window: u32,
-    /// HTTP/2 connection window we advertise to backends.
-    pub connection_window: u32,
+    /// Most calls on one backend connection (fewer if the backend's SETTINGS say so). The connection window
+    /// is this many stream windows, so streams whose readers stall cannot block the others.
+    pub max_streams_per_connection: u32,
+    /// Largest response header list accepted from backends.
+    pub max_header_list_size: u32,
+    /// Ejection of endpoints that keep failing.
+    pub outlier: OutlierSettings,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(2),
-            keepalive_interval: Duration::from_secs(20),
-            keepalive_timeout: Duration::from_secs(10),
+            keepalive_interval: None,
+            keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Some(Duration::from_secs(30)),
             idle_timeout: Duration::from_secs(300),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             stream_window: 1 << 20,
-            connection_window: 4 << 20,
+            max_streams_per_connection: 100,
+            max_header_list_size: 16 << 10,
+            outlier: OutlierSettings::default(),
         }
     }
+}
+
+impl PoolSettings {
+    /// The HTTP/2 connection window: a stream window for every stream the connection may carry.
+    pub fn connection_window(&self) -> u32 {
+        connection_window(self.stream_window, self.max_streams_per_connection)
+    }
+}
+
+/// A connection window of `streams` stream windows, within HTTP/2's largest window.
+pub fn connection_window(stream_window: u32, streams: u32) -> u32 {
+    (u64::from(stream_window) * u64::from(streams.max(1))).min((1 << 31) - 1) as u32
 }
 
 /// The pools of all endpoints that current tables refer to.
@@ -58,32 +89,61 @@ impl Default for PoolSettings {
 pub struct Pools {
     settings: Arc<PoolSettings>,
     endpoints: Mutex<HashMap<EndpointAddr, Weak<Endpoint>>>,
-    metrics: Option<PoolMetrics>,
+    metrics: Arc<PoolMetrics>,
 }
 
-/// What pools count: open backend connections and failed connects.
+/// What pools count.
 #[derive(Clone, Debug)]
 pub struct PoolMetrics {
     /// Open backend connections.
     pub connections: prometheus::IntGauge,
     /// Failed connects, labelled by backend.
     pub connect_failures: prometheus::IntCounterVec,
+    /// Streams open to backends (calls and mirrors).
+    pub streams: prometheus::IntGauge,
+    /// Backend connections retired after a GOAWAY, by its error code.
+    pub goaways: prometheus::IntCounterVec,
+    /// Endpoints ejected as outliers.
+    pub ejections: prometheus::IntCounter,
+    /// Endpoints ejected now.
+    pub ejected: prometheus::IntGauge,
+}
+
+impl Default for PoolMetrics {
+    /// Unregistered metrics, for pools nobody scrapes.
+    fn default() -> Self {
+        let gauge = |n: &str| prometheus::IntGauge::new(n, n).expect("valid metric");
+        let counter =
+            |n: &str, l: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &[l]).expect("valid metric");
+        Self {
+            connections: gauge("connections"),
+            connect_failures: counter("connect_failures", "backend"),
+            streams: gauge("streams"),
+            goaways: counter("goaways", "code"),
+            ejections: prometheus::IntCounter::new("ejections", "ejections").expect("valid metric"),
+            ejected: gauge("ejected"),
+        }
+    }
 }
 
 impl Pools {
     /// An empty registry.
     pub fn new(settings: PoolSettings) -> Self {
-        Self { settings: Arc::new(settings), endpoints: Mutex::new(HashMap::new()), metrics: None }
+        Self {
+            settings: Arc::new(settings),
+            endpoints: Mutex::new(HashMap::new()),
+            metrics: Arc::new(PoolMetrics::default()),
+        }
     }
 
-    /// Counts connections and connect failures.
+    /// Counts into these metrics.
     pub fn with_metrics(mut self, metrics: PoolMetrics) -> Self {
-        self.metrics = Some(metrics);
+        self.metrics = Arc::new(metrics);
         self
     }
 
     /// The endpoint for `addr`, shared with every table that names it (called when a table is bound, not per
-    /// call), so connections survive table swaps.
+    /// call), so connections and health survive table swaps.
     pub fn endpoint(&self, addr: &EndpointAddr) -> Arc<Endpoint> {
         let mut map = self.endpoints.lock().expect("pool registry poisoned");
         if let Some(ep) = map.get(addr).and_then(Weak::upgrade) {
@@ -105,7 +165,8 @@ pub struct Endpoint {
     conns: ArcSwap<Vec<Arc<Conn>>>,
     connect: tokio::sync::Mutex<Backoff>,
     in_flight: AtomicUsize,
-    metrics: Option<PoolMetrics>,
+    health: Health,
+    metrics: Arc<PoolMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -120,22 +181,57 @@ struct Conn {
     id: u64,
     send: SendRequest<Bytes>,
     active: AtomicUsize,
+    /// Out of the pool: closing, or it refused a stream.
     closed: AtomicBool,
     /// Milliseconds since `epoch` when the last call finished.
     idle_since: AtomicU64,
     epoch: Instant,
 }
 
+impl Conn {
+    /// Stream slots: the backend's limit, within ours.
+    fn capacity(&self, cap: u32) -> usize {
+        self.send.current_max_send_streams().min(cap as usize)
+    }
+}
+
 /// A claimed stream slot on one connection; released on drop.
+#[derive(Debug)]
 pub struct Lease {
     conn: Arc<Conn>,
     endpoint: Arc<Endpoint>,
 }
 
 impl Lease {
+    fn new(conn: Arc<Conn>, endpoint: Arc<Endpoint>) -> Self {
+        endpoint.metrics.streams.inc();
+        Self { conn, endpoint }
+    }
+
     /// A handle to open the stream with.
     pub fn sender(&self) -> SendRequest<Bytes> {
         self.conn.send.clone()
+    }
+
+    /// Takes the connection out of the pool after it refused a new stream (`cause`: it received GOAWAY, or
+    /// failed); calls after this one open a fresh connection. Streams under way on it go on.
+    pub fn retire(&self, cause: &h2::Error) {
+        if self.conn.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.endpoint.remove(self.conn.id);
+        if cause.is_go_away() && cause.is_remote() {
+            let code = cause.reason().unwrap_or(h2::Reason::NO_ERROR);
+            self.endpoint.metrics.goaways.with_label_values(&[reason_label(code)]).inc();
+            tracing::debug!(endpoint = %self.endpoint.addr, conn = self.conn.id, ?code, "backend sent GOAWAY; connection retired");
+        } else {
+            tracing::debug!(endpoint = %self.endpoint.addr, conn = self.conn.id, error = %cause, "backend connection retired");
+        }
+    }
+
+    /// The endpoint this slot is on.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
     }
 }
 
@@ -144,6 +240,18 @@ impl Drop for Lease {
         self.conn.idle_since.store(self.conn.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.conn.active.fetch_sub(1, Ordering::AcqRel);
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.metrics.streams.dec();
+    }
+}
+
+/// A bounded label for an HTTP/2 error code.
+fn reason_label(reason: h2::Reason) -> &'static str {
+    match reason {
+        h2::Reason::NO_ERROR => "NO_ERROR",
+        h2::Reason::ENHANCE_YOUR_CALM => "ENHANCE_YOUR_CALM",
+        h2::Reason::PROTOCOL_ERROR => "PROTOCOL_ERROR",
+        h2::Reason::INTERNAL_ERROR => "INTERNAL_ERROR",
+        _ => "OTHER",
     }
 }
 
@@ -151,12 +259,16 @@ impl Load for Arc<Endpoint> {
     fn load(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    fn available(&self) -> bool {
+        self.health.available()
+    }
 }
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(0);
 
 impl Endpoint {
-    fn new(addr: EndpointAddr, settings: Arc<PoolSettings>, metrics: Option<PoolMetrics>) -> Self {
+    fn new(addr: EndpointAddr, settings: Arc<PoolSettings>, metrics: Arc<PoolMetrics>) -> Self {
         let authority = addr.to_string().parse().unwrap_or_else(|_| http::uri::Authority::from_static("backend"));
         Self {
             addr,
@@ -165,6 +277,7 @@ impl Endpoint {
             conns: ArcSwap::from_pointee(Vec::new()),
             connect: tokio::sync::Mutex::new(Backoff::default()),
             in_flight: AtomicUsize::new(0),
+            health: Health::default(),
             metrics,
         }
     }
@@ -191,11 +304,11 @@ impl Endpoint {
         let guard = InFlight(self);
         if let Some(conn) = self.try_claim() {
             std::mem::forget(guard);
-            return Ok(Lease { conn, endpoint: self.clone() });
+            return Ok(Lease::new(conn, self.clone()));
         }
         let conn = self.open().await?;
         std::mem::forget(guard);
-        Ok(Lease { conn, endpoint: self.clone() })
+        Ok(Lease::new(conn, self.clone()))
     }
 
     /// A slot on an open connection without waiting; otherwise starts opening one in the background (for
@@ -203,7 +316,7 @@ impl Endpoint {
     pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         if let Some(conn) = self.try_claim() {
-            return Some(Lease { conn, endpoint: self.clone() });
+            return Some(Lease::new(conn, self.clone()));
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         // Start a connect only if none is under way or backing off: a mirror of a down backend must not spawn a
@@ -218,15 +331,41 @@ impl Endpoint {
         None
     }
 
+    /// The endpoint answered a call like a working backend.
+    pub fn record_success(&self) {
+        self.health.success(&self.settings.outlier);
+    }
+
+    /// The endpoint failed a call at the gateway level (not reachable, connection lost, HTTP 502/503/504).
+    /// Enough of these in a row eject it, unless too much of `backend` (the endpoints it serves with) is
+    /// ejected already.
+    pub fn record_failure(self: &Arc<Self>, backend: &[Arc<Endpoint>]) {
+        let ejected = |now| backend.iter().filter(|e| e.health.is_ejected(now)).count();
+        let Some(time) = self.health.failure(&self.settings.outlier, ejected, backend.len()) else { return };
+        self.metrics.ejections.inc();
+        self.metrics.ejected.inc();
+        tracing::warn!(endpoint = %self.addr, ejection = ?time, "endpoint ejected after consecutive failures");
+        let this = Arc::downgrade(self);
+        let gauge = self.metrics.ejected.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(time).await;
+            gauge.dec();
+            if let Some(ep) = this.upgrade() {
+                ep.health.end_ejection();
+                tracing::info!(endpoint = %ep.addr, "ejected endpoint returned to service");
+            }
+        });
+    }
+
     fn try_claim(&self) -> Option<Arc<Conn>> {
         let conns = self.conns.load();
+        let cap = self.settings.max_streams_per_connection;
         for c in conns.iter() {
             if c.closed.load(Ordering::Acquire) {
                 continue;
             }
-            let max = c.send.current_max_send_streams();
             let prev = c.active.fetch_add(1, Ordering::AcqRel);
-            if prev < max {
+            if prev < c.capacity(cap) {
                 return Some(c.clone());
             }
             c.active.fetch_sub(1, Ordering::AcqRel);
@@ -247,12 +386,13 @@ impl Endpoint {
                 message: format!("{} (next attempt in {} ms)", backoff.last_error, (at - now).as_millis()),
             });
         }
-        match tokio::time::timeout(self.settings.connect_timeout, self.connect_once()).await {
+        match tokio::time::timeout(self.settings.connect_timeout, connect::connect(self)).await {
             Ok(Ok(conn)) => {
                 if backoff.failures > 0 {
                     tracing::info!(endpoint = %self.addr, after_failures = backoff.failures, "backend reachable again");
                 }
                 *backoff = Backoff::default();
+                self.health.backing_off_until(None);
                 conn.active.fetch_add(1, Ordering::AcqRel);
                 self.conns.rcu(|list| {
                     let mut list = Vec::clone(list);
@@ -273,74 +413,18 @@ impl Endpoint {
                     .min(self.settings.backoff_max);
                 // Jitter of up to 20% keeps many proxies from reconnecting in lockstep.
                 let delay = delay.mul_f64(0.8 + fastrand::f64() * 0.2);
-                if let Some(m) = &self.metrics {
-                    // The address is not a label (bounded cardinality): failures count under "backend".
-                    m.connect_failures.with_label_values(&["backend"]).inc();
-                }
+                // The address is not a label (bounded cardinality): failures count under "backend".
+                self.metrics.connect_failures.with_label_values(&["backend"]).inc();
                 if backoff.failures == 0 {
                     tracing::warn!(endpoint = %self.addr, error = %message, "backend connect failed; backing off");
                 }
                 backoff.failures += 1;
                 backoff.retry_at = Some(Instant::now() + delay);
+                self.health.backing_off_until(Some(now_ms() + delay.as_millis() as u64));
                 backoff.last_error = message.clone();
                 Err(Error::Connect { endpoint: self.addr.to_string(), message })
             }
         }
-    }
-
-    async fn connect_once(self: &Arc<Self>) -> Result<Arc<Conn>, String> {
-        let tcp = match &self.addr {
-            EndpointAddr::Socket(a) => TcpStream::connect(a).await.map_err(|e| format!("connect: {e}"))?,
-            EndpointAddr::Host { host, port } => {
-                let addrs =
-                    tokio::net::lookup_host((&**host, *port)).await.map_err(|e| format!("resolve {host}: {e}"))?;
-                let mut last = format!("resolve {host}: no addresses");
-                let mut found = None;
-                for a in addrs {
-                    match TcpStream::connect(a).await {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(e) => last = format!("connect {a}: {e}"),
-                    }
-                }
-                found.ok_or(last)?
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (send, mut connection) = h2::client::Builder::new()
-            .initial_window_size(self.settings.stream_window)
-            .initial_connection_window_size(self.settings.connection_window)
-            .enable_push(false)
-            // Until the backend's SETTINGS arrive, assume the RFC's recommended minimum rather than no limit,
-            // so a burst of calls spreads over new connections instead of queueing on this one.
-            .initial_max_send_streams(100)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-        let conn = Arc::new(Conn {
-            id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
-            send,
-            active: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            idle_since: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
-        let ping = connection.ping_pong();
-        let (weak, endpoint, settings) = (Arc::downgrade(&conn), Arc::downgrade(self), self.settings.clone());
-        let gauge = self.metrics.as_ref().map(|m| m.connections.clone());
-        if let Some(g) = &gauge {
-            g.inc();
-        }
-        tokio::spawn(async move {
-            drive(connection, ping, weak, endpoint, settings).await;
-            if let Some(g) = gauge {
-                g.dec();
-            }
-        });
-        tracing::debug!(endpoint = %self.addr, conn = conn.id, "backend connection open");
-        Ok(conn)
     }
 
     fn remove(&self, id: u64) {
@@ -353,55 +437,5 @@ struct InFlight<'a>(&'a Endpoint);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Drives one backend connection: its I/O, keep-alive PINGs and idle close. Ends when the connection does.
-async fn drive(
-    connection: h2::client::Connection<TcpStream, Bytes>,
-    ping: Option<h2::PingPong>,
-    conn: Weak<Conn>,
-    endpoint: Weak<Endpoint>,
-    settings: Arc<PoolSettings>,
-) {
-    let id = conn.upgrade().map(|c| c.id).unwrap_or_default();
-    let mut tick = tokio::time::interval(settings.keepalive_interval.min(settings.idle_timeout));
-    tick.tick().await;
-    let keepalive = async {
-        let Some(mut ping) = ping else { return std::future::pending().await };
-        loop {
-            tick.tick().await;
-            let Some(c) = conn.upgrade() else { return std::future::pending().await };
-            let idle_ms = c.epoch.elapsed().as_millis() as u64 - c.idle_since.load(Ordering::Relaxed);
-            if c.active.load(Ordering::Acquire) == 0 && Duration::from_millis(idle_ms) >= settings.idle_timeout {
-                // Out of the pool; the connection closes once the last handle to it is gone.
-                c.closed.store(true, Ordering::Release);
-                if let Some(ep) = endpoint.upgrade() {
-                    ep.remove(c.id);
-                }
-                tracing::debug!(conn = c.id, "closing idle backend connection");
-                return std::future::pending().await;
-            }
-            drop(c);
-            match tokio::time::timeout(settings.keepalive_timeout, ping.ping(h2::Ping::opaque())).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
-                Err(_) => return format!("keep-alive ping not answered within {:?}", settings.keepalive_timeout),
-            }
-        }
-    };
-    let outcome = tokio::select! {
-        r = connection => r.err().map(|e| e.to_string()),
-        reason = keepalive => Some(reason),
-    };
-    if let Some(c) = conn.upgrade() {
-        c.closed.store(true, Ordering::Release);
-    }
-    if let Some(ep) = endpoint.upgrade() {
-        ep.remove(id);
-        match outcome {
-            Some(e) => tracing::info!(endpoint = %ep.addr, conn = id, error = %e, "backend connection closed"),
-            None => tracing::debug!(endpoint = %ep.addr, conn = id, "backend connection closed"),
-        }
     }
 }
