@@ -226,6 +226,9 @@ fn compile_route<E>(
             }
         }
         let timeout = r.timeout.as_deref().map(parse_duration).transpose().map_err(at)?;
+        if timeout == Some(Duration::ZERO) {
+            return Err(at("timeout must be greater than zero".into()));
+        }
         let retry = r
             .retry
             .as_ref()

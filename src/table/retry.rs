@@ -115,7 +115,7 @@ impl Budget {
     fn roll(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         let start = self.window_start_ms.load(Ordering::Relaxed);
-        if now - start >= WINDOW.as_millis() as u64
+        if now.saturating_sub(start) >= WINDOW.as_millis() as u64
             && self.window_start_ms.compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             self.calls.store(0, Ordering::Relaxed);

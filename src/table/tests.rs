@@ -153,6 +153,14 @@ fn invalid_route_is_rejected_and_others_keep_serving() {
 }
 
 #[test]
+fn zero_timeout_is_rejected() {
+    let mut r = rule("instant", vec![]);
+    r.timeout = Some("0ms".into());
+    let (_, reports) = table(&[("r", spec(&[], vec![r]))]);
+    assert!(reports[0].accepted.as_ref().unwrap_err().contains("timeout must be greater than zero"), "{reports:?}");
+}
+
+#[test]
 fn unresolved_backend_keeps_its_share() {
     let mut r = rule("ok", vec![]);
     r.backend_refs.push(GrpcBackendRef {
