@@ -4,6 +4,11 @@
 //! tools and people that know GRPCRoute feel at home; `timeout` and `retry` are our extensions. The
 //! schema carries the same limits and CEL rules (`x-kubernetes-validations`) as the Gateway API CRD, so
 //! the API server rejects what a Gateway would; `tests/crd.rs` checks each of them offline.
+//!
+//! Every string and list is bounded: the API server estimates each rule's worst-case cost from those
+//! bounds, times the number of times the rule can run, and refuses a CRD over its limits
+//! (`tests/crd_cost.rs` computes the same estimate). Checks that would cost too much in CEL (header names
+//! unique case-insensitively) are the table builder's: a route failing them is not accepted.
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -21,12 +26,20 @@ const GROUP: &str = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 const KIND: &str = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
 /// RFC 1123 label (Gateway API `Namespace`).
 const NAMESPACE: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-/// Gateway API `Duration`: 1 to 4 parts of up to 5 digits and a unit, e.g. `1h30m`, `250ms`.
+/// Gateway API `Duration`: 1 to 4 parts of up to 5 digits and a unit, e.g. `1h30m`, `250ms` (so at most 28
+/// characters).
 const DURATION: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
-/// A retryable gRPC status code: its canonical name or its number (1-16; OK is never retried).
+/// A retryable gRPC status code: its canonical name (the longest, FAILED_PRECONDITION, has 19 characters) or
+/// its number (1-16; OK is never retried).
 const RETRY_CODE: &str = "^(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS\
 |PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL\
 |UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED|[1-9]|1[0-6])$";
+
+/// `metav1.Condition` type: a qualified name.
+const CONDITION_TYPE: &str =
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$";
+/// `metav1.Condition` reason: CamelCase.
+const CONDITION_REASON: &str = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$";
 
 /// Gateway API: at most 128 matches over all rules of a route (16 rules of up to 64 matches would allow
 /// 1024). CEL has no sum over a list, hence the Gateway's unrolled form.
@@ -56,16 +69,6 @@ const EXACT_SERVICE: &str = concat!(
 const EXACT_METHOD: &str = concat!(
     "(!has(self.type) || self.type == 'Exact') && has(self.method) ? ",
     r#"self.method.matches(r"""^[A-Za-z_][A-Za-z_0-9]*$"""): true"#
-);
-/// Gateway API `HTTPHeaderFilter`: "Only one action for a given header name is permitted"; its CRD leaves
-/// that to prose, this makes it a rule (names compared case-insensitively, as HTTP does).
-const ONE_ACTION_PER_HEADER: &str = concat!(
-    "!(has(self.set) && has(self.add) && ",
-    "self.set.exists(s, self.add.exists(a, a.name.lowerAscii() == s.name.lowerAscii()))) && ",
-    "!(has(self.set) && has(self.remove) && ",
-    "self.set.exists(s, self.remove.exists(r, r.lowerAscii() == s.name.lowerAscii()))) && ",
-    "!(has(self.add) && has(self.remove) && ",
-    "self.add.exists(a, self.remove.exists(r, r.lowerAscii() == a.name.lowerAscii())))"
 );
 /// Gateway API `BackendRef`, whose `group` and `kind` default to "" and `Service`; ours may be absent.
 const SERVICE_NEEDS_PORT: &str = concat!(
@@ -151,7 +154,7 @@ pub struct GrpcRouteRule {
     /// Cap on the call's duration in the Gateway API duration format (e.g. `1s500ms`, `250ms`, `1m`);
     /// a shorter `grpc-timeout` from the client wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION))]
+    #[schemars(length(max = 28), regex(pattern = DURATION))]
     #[x_kube(
         validation = Rule::new(r"!self.matches('^(0+(h|m|s|ms))+$')").message("timeout must be greater than zero")
     )]
@@ -171,11 +174,7 @@ pub struct GrpcRouteMatch {
     /// Request headers (metadata) that must all match; each name at most once (case-insensitive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    #[x_kube(
-        merge_strategy = ListMerge::Map(vec!["name".into()]),
-        validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))")
-            .message("header names must be unique within a match (names are case-insensitive)")
-    )]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Vec<GrpcHeaderMatch>,
 }
 
@@ -275,38 +274,25 @@ pub struct GrpcRouteFilter {
 }
 
 /// Header edits, applied in the order set, add, remove. Each header name (case-insensitive) may appear
-/// once in all three lists together: one action per header.
+/// once in all three lists together: one action per header. The API server refuses exact repeats within a
+/// list; the table builder refuses the rest.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(ONE_ACTION_PER_HEADER)
-    .message("a header name may appear in only one of set, add and remove"))]
 pub struct HeaderModifier {
     /// Replace the header's value (or add it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    #[x_kube(
-        merge_strategy = ListMerge::Map(vec!["name".into()]),
-        validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))")
-            .message("set must name each header once (names are case-insensitive)")
-    )]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub set: Vec<HttpHeader>,
     /// Append a value to the header.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    #[x_kube(
-        merge_strategy = ListMerge::Map(vec!["name".into()]),
-        validation = Rule::new("self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))")
-            .message("add must name each header once (names are case-insensitive)")
-    )]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub add: Vec<HttpHeader>,
     /// Remove the header.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 256), regex(pattern = HEADER_NAME)))]
-    #[x_kube(
-        merge_strategy = ListMerge::Set,
-        validation = Rule::new("self.all(n, self.exists_one(o, o.lowerAscii() == n.lowerAscii()))")
-            .message("remove must name each header once (names are case-insensitive)")
-    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub remove: Vec<String>,
 }
 
@@ -378,7 +364,7 @@ pub struct RetryPolicy {
     /// gRPC status codes that are retried, by canonical name (`UNAVAILABLE`) or number (`14`).
     // Not `default: []` in the schema: the API server rejects a default that fails `minItems`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1, max = 16), inner(regex(pattern = RETRY_CODE)))]
+    #[schemars(length(min = 1, max = 16), inner(length(max = 19), regex(pattern = RETRY_CODE)))]
     pub codes: Vec<String>,
     /// Total attempts including the first (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,6 +386,7 @@ pub struct RetryPolicy {
 pub struct GrpcRouteStatus {
     /// `Accepted` and `ResolvedRefs` conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     /// The generation these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,4 +394,56 @@ pub struct GrpcRouteStatus {
     /// Rules of this route in the data plane's table (0 when it is not accepted); a printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_count: Option<i64>,
+}
+
+/// `status.conditions`: Kubernetes' `metav1.Condition` with the limits of its upstream OpenAPI schema, which
+/// k8s-openapi's leaves out, as a list keyed by type of at most 8 (the Gateway API's route status conditions).
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 8,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "description": "One aspect of the route's state.",
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {
+                    "description": "Condition type: Accepted or ResolvedRefs.",
+                    "type": "string",
+                    "maxLength": 316,
+                    "pattern": CONDITION_TYPE,
+                },
+                "status": {
+                    "description": "True, False or Unknown.",
+                    "type": "string",
+                    "enum": ["True", "False", "Unknown"],
+                },
+                "observedGeneration": {
+                    "description": "The route generation this condition describes.",
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 0,
+                },
+                "lastTransitionTime": {
+                    "description": "When the status last changed.",
+                    "type": "string",
+                    "format": "date-time",
+                },
+                "reason": {
+                    "description": "Why, in CamelCase.",
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": CONDITION_REASON,
+                },
+                "message": {
+                    "description": "Details for people.",
+                    "type": "string",
+                    "maxLength": 32768,
+                },
+            },
+        },
+    })
 }

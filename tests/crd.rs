@@ -168,8 +168,9 @@ fn committed_crd_is_the_generated_one() {
     );
 }
 
+/// Every rule compiles and has a message (their cost is tests/crd_cost.rs's).
 #[test]
-fn every_rule_compiles_within_the_api_servers_cost_budget() {
+fn every_rule_compiles_and_has_a_message() {
     fn walk(node: &Value, path: &str, rules: &mut usize) {
         if let Some(list) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
             let compiled = compile_schema(node);
@@ -196,7 +197,7 @@ fn every_rule_compiles_within_the_api_servers_cost_budget() {
     }
     let mut rules = 0;
     walk(&schema(), "", &mut rules);
-    assert!(rules >= 20, "only {rules} CEL rules found");
+    assert!(rules >= 15, "only {rules} CEL rules found");
 }
 
 /// Every document of every file in examples/routes.
@@ -379,11 +380,6 @@ fn each_limit_and_rule_rejects_what_it_should() {
         (format!("{R}/matches/0/headers"), n_of(17, header), "spec.rules[0].matches[0].headers: maxItems 16"),
         (
             format!("{R}/matches/0/headers/2"),
-            json!({"name": "X-Env", "value": "dev"}),
-            "spec.rules[0].matches[0].headers: header names must be unique within a match",
-        ),
-        (
-            format!("{R}/matches/0/headers/2"),
             json!({"name": "x-env", "value": "dev"}),
             "spec.rules[0].matches[0].headers[2]: duplicate",
         ),
@@ -465,48 +461,13 @@ fn each_limit_and_rule_rejects_what_it_should() {
         ),
         (
             format!("{R}/filters/0/requestHeaderModifier/set/1"),
-            json!({"name": "X-Set", "value": "2"}),
-            "spec.rules[0].filters[0].requestHeaderModifier.set: set must name each header once",
-        ),
-        (
-            format!("{R}/filters/0/requestHeaderModifier/set/1"),
             json!({"name": "x-set", "value": "2"}),
             "spec.rules[0].filters[0].requestHeaderModifier.set[1]: duplicate",
-        ),
-        (
-            format!("{R}/filters/0/requestHeaderModifier/add/1"),
-            json!({"name": "X-ADD", "value": "3"}),
-            "spec.rules[0].filters[0].requestHeaderModifier.add: add must name each header once",
-        ),
-        (
-            format!("{R}/filters/0/requestHeaderModifier/remove/1"),
-            json!("X-Remove"),
-            "spec.rules[0].filters[0].requestHeaderModifier.remove: remove must name each header once",
         ),
         (
             format!("{R}/filters/0/requestHeaderModifier/remove/1"),
             json!("x-remove"),
             "spec.rules[0].filters[0].requestHeaderModifier.remove[1]: duplicate",
-        ),
-        (
-            format!("{R}/filters/0/requestHeaderModifier/add/1"),
-            json!({"name": "X-Set", "value": "3"}),
-            "filters[0].requestHeaderModifier: a header name may appear in only one of set, add and remove",
-        ),
-        (
-            format!("{R}/filters/0/requestHeaderModifier/remove/1"),
-            json!("x-set"),
-            "filters[0].requestHeaderModifier: a header name may appear in only one of set, add and remove",
-        ),
-        (
-            format!("{R}/filters/0/requestHeaderModifier/remove/1"),
-            json!("x-add"),
-            "filters[0].requestHeaderModifier: a header name may appear in only one of set, add and remove",
-        ),
-        (
-            format!("{R}/filters/1/responseHeaderModifier/remove"),
-            json!(["x-served-by"]),
-            "filters[1].responseHeaderModifier: a header name may appear in only one of set, add and remove",
         ),
         (
             format!("{R}/filters/0/requestHeaderModifier/remove/0"),
@@ -558,6 +519,7 @@ fn each_limit_and_rule_rejects_what_it_should() {
         (format!("{R}/timeout"), json!("100000s"), "spec.rules[0].timeout: pattern"),
         (format!("{R}/timeout"), json!("1h1m1s1ms1h"), "spec.rules[0].timeout: pattern"),
         (format!("{R}/timeout"), json!("5"), "spec.rules[0].timeout: pattern"),
+        (format!("{R}/timeout"), json!("99999ms99999ms99999ms99999ms9"), "spec.rules[0].timeout: maxLength 28"),
         (format!("{R}/timeout"), json!("0s"), "spec.rules[0].timeout: timeout must be greater than zero"),
         (format!("{R}/timeout"), json!("0h00m"), "spec.rules[0].timeout: timeout must be greater than zero"),
         // Retry.
@@ -568,6 +530,7 @@ fn each_limit_and_rule_rejects_what_it_should() {
         (format!("{R}/retry/codes/0"), json!("0"), "spec.rules[0].retry.codes[0]: pattern"),
         (format!("{R}/retry/codes/0"), json!("17"), "spec.rules[0].retry.codes[0]: pattern"),
         (format!("{R}/retry/codes/0"), json!("unavailable"), "spec.rules[0].retry.codes[0]: pattern"),
+        (format!("{R}/retry/codes/0"), long(20), "spec.rules[0].retry.codes[0]: maxLength 19"),
         (format!("{R}/retry/attempts"), json!(0), "spec.rules[0].retry.attempts: minimum 1"),
         (format!("{R}/retry/attempts"), json!(11), "spec.rules[0].retry.attempts: maximum 10"),
         (format!("{R}/retry/budgetPercent"), json!(101), "spec.rules[0].retry.budgetPercent: maximum 100"),
@@ -585,6 +548,63 @@ fn each_limit_and_rule_rejects_what_it_should() {
         }
     }
     assert!(missed.is_empty(), "{} cases not rejected as expected:\n{}", missed.len(), missed.join("\n"));
+}
+
+/// What the CRD leaves to the table builder (a case-insensitive check in CEL would cost more than the API
+/// server allows): the API server accepts these, the table refuses the route.
+#[test]
+fn header_names_repeated_in_another_case_are_the_table_builders_to_refuse() {
+    let cases: Vec<(String, Value, &str)> = vec![
+        (
+            format!("{R}/matches/0/headers/2"),
+            json!({"name": "X-Env", "value": "dev"}),
+            r#"rule "main": match #0: headers "x-env" and "X-Env" name the same header"#,
+        ),
+        (
+            format!("{R}/filters/0/requestHeaderModifier/set/1"),
+            json!({"name": "X-Set", "value": "2"}),
+            r#"rule "main": RequestHeaderModifier: set names header "x-set" twice (as "X-Set""#,
+        ),
+        (
+            format!("{R}/filters/0/requestHeaderModifier/add/1"),
+            json!({"name": "X-ADD", "value": "3"}),
+            r#"RequestHeaderModifier: add names header "x-add" twice (as "X-ADD""#,
+        ),
+        (
+            format!("{R}/filters/0/requestHeaderModifier/remove/1"),
+            json!("X-Remove"),
+            r#"RequestHeaderModifier: remove names header "x-remove" twice (as "X-Remove""#,
+        ),
+        (
+            format!("{R}/filters/0/requestHeaderModifier/add/1"),
+            json!({"name": "X-Set", "value": "3"}),
+            r#"RequestHeaderModifier: header "X-Set" is in both set and add: a header name may appear in only one"#,
+        ),
+        (
+            format!("{R}/filters/0/requestHeaderModifier/remove/1"),
+            json!("x-set"),
+            r#"RequestHeaderModifier: header "x-set" is in both set and remove"#,
+        ),
+        (
+            format!("{R}/filters/0/requestHeaderModifier/remove/1"),
+            json!("x-add"),
+            r#"RequestHeaderModifier: header "x-add" is in both add and remove"#,
+        ),
+        (
+            format!("{R}/filters/1/responseHeaderModifier/remove"),
+            json!(["X-Served-By"]),
+            r#"ResponseHeaderModifier: header "X-Served-By" is in both add and remove"#,
+        ),
+    ];
+    let schema = schema();
+    for (pointer, value, want) in cases {
+        let route = edit(base(), &pointer, value.clone());
+        assert_eq!(errors(&schema, &route), Vec::<String>::new(), "{pointer} = {value}: the API server accepts it");
+        let typed: GrpcRoute = serde_json::from_value(route).unwrap();
+        let (_, reports) = switchboard::standalone::build_table(&[typed]);
+        let refused = reports[0].accepted.clone().unwrap_err();
+        assert!(refused.contains(want), "{pointer} = {value}: wanted {want:?}, got {refused:?}");
+    }
 }
 
 #[test]
@@ -614,7 +634,11 @@ fn what_the_gateway_api_allows_passes() {
         (format!("{R}/backendRefs"), json!([])),
         (format!("{R}/timeout"), json!("1h30m15s500ms")),
         (format!("{R}/timeout"), json!("99999ms")),
-        (format!("{R}/retry"), json!({"codes": ["1", "16", "DEADLINE_EXCEEDED", "UNAUTHENTICATED"]})),
+        (format!("{R}/timeout"), json!("99999ms99999ms99999ms99999ms")),
+        (
+            format!("{R}/retry"),
+            json!({"codes": ["1", "16", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "FAILED_PRECONDITION"]}),
+        ),
         (
             format!("{R}/retry"),
             json!({"codes": ["UNAVAILABLE"], "attempts": 10, "budgetPercent": 0, "minRetriesPerSecond": 0}),

@@ -11,7 +11,7 @@ use super::{
     Backend, Candidate, HeaderEdits, HeaderMatch, HostMatch, MethodMatch, Retry, RouteId, Rule, Table, Target,
     WeightedBackends,
 };
-use crate::crd::{BackendObjectRef, FilterType, GrpcRouteSpec, HeaderModifier};
+use crate::crd::{BackendObjectRef, FilterType, GrpcRouteMatch, GrpcRouteSpec, HeaderModifier};
 
 /// The address of one backend endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -190,15 +190,8 @@ fn compile_route<E>(
             r.matches
                 .iter()
                 .enumerate()
-                .map(|(i, m)| {
-                    let method = m.method.as_ref().map(MethodMatch::compile).transpose()?.unwrap_or(MethodMatch::Any);
-                    let headers = m.headers.iter().map(HeaderMatch::compile).collect::<Result<Vec<_>, _>>()?;
-                    let svc = m.method.as_ref().and_then(|m| m.service.as_ref()).map_or(0, String::len);
-                    let meth = m.method.as_ref().and_then(|m| m.method.as_ref()).map_or(0, String::len);
-                    Ok((Some(i), method, headers, svc, meth))
-                })
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(at)?
+                .map(|(i, m)| compile_match(i, m).map_err(|e| at(format!("match #{i}: {e}"))))
+                .collect::<Result<Vec<_>, String>>()?
         };
         let mut request_headers = None;
         let mut response_headers = None;
@@ -263,11 +256,21 @@ fn compile_route<E>(
     Ok((route_hosts, out))
 }
 
+/// Compiles match `index` of a rule.
+fn compile_match(index: usize, m: &GrpcRouteMatch) -> Result<CompiledMatch, String> {
+    let method = m.method.as_ref().map(MethodMatch::compile).transpose()?.unwrap_or(MethodMatch::Any);
+    let headers = HeaderMatch::compile_all(&m.headers)?;
+    let svc = m.method.as_ref().and_then(|m| m.service.as_ref()).map_or(0, String::len);
+    let meth = m.method.as_ref().and_then(|m| m.method.as_ref()).map_or(0, String::len);
+    Ok((Some(index), method, headers, svc, meth))
+}
+
 /// Compiles a header modifier filter into `slot`: its field must be set, and it may appear once per rule.
 fn compile_once(slot: &mut Option<HeaderEdits>, modifier: Option<&HeaderModifier>, kind: &str) -> Result<(), String> {
     let field = format!("{}{}", kind[..1].to_ascii_lowercase(), &kind[1..]);
     let m = modifier.ok_or_else(|| format!("{kind} filter needs {field}"))?;
-    if slot.replace(HeaderEdits::compile(m)?).is_some() {
+    let edits = HeaderEdits::compile(m).map_err(|e| format!("{kind}: {e}"))?;
+    if slot.replace(edits).is_some() {
         return Err(format!("{kind} filter cannot be repeated"));
     }
     Ok(())

@@ -179,6 +179,24 @@ impl HeaderMatch {
         Ok(Self { name, value })
     }
 
+    /// Compiles the header matches of one match; each header name (case-insensitive) may appear once. The
+    /// API server only rejects exact duplicates (list-map keys): a case-insensitive check in CEL would cost
+    /// too much.
+    pub fn compile_all(headers: &[GrpcHeaderMatch]) -> Result<Vec<Self>, String> {
+        let mut out: Vec<Self> = Vec::with_capacity(headers.len());
+        for h in headers {
+            let m = Self::compile(h)?;
+            if let Some(i) = out.iter().position(|o| o.name == m.name) {
+                return Err(format!(
+                    "headers {:?} and {:?} name the same header (header names are case-insensitive)",
+                    headers[i].name, h.name
+                ));
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
     /// The header name, lower case.
     pub fn name(&self) -> &http::HeaderName {
         &self.name
@@ -256,6 +274,15 @@ mod tests {
         assert_eq!(e.specificity(), (15, 15));
         assert!(HostMatch::parse("a.*.com").is_err());
         assert!(HostMatch::parse("10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn a_header_is_matched_once_whatever_its_case() {
+        let header =
+            |name: &str| GrpcHeaderMatch { match_type: MatchType::Exact, name: name.into(), value: "v".into() };
+        let err = HeaderMatch::compile_all(&[header("X-Env"), header("x-b"), header("x-env")]).unwrap_err();
+        assert_eq!(err, r#"headers "X-Env" and "x-env" name the same header (header names are case-insensitive)"#);
+        assert_eq!(HeaderMatch::compile_all(&[header("x-a"), header("x-b")]).unwrap().len(), 2);
     }
 
     #[test]

@@ -161,6 +161,41 @@ fn zero_timeout_is_rejected() {
 }
 
 #[test]
+fn header_checks_the_api_server_leaves_to_us_reject_the_route_and_others_keep_serving() {
+    let modifier = |m: HeaderModifier| GrpcRouteFilter {
+        filter_type: FilterType::RequestHeaderModifier,
+        request_header_modifier: Some(m),
+        response_header_modifier: None,
+        request_mirror: None,
+    };
+    let header = |name: &str| HttpHeader { name: name.into(), value: "v".into() };
+    let twice = rule("twice", vec![mm(Some("a.A"), None, &[("x-b", "1"), ("X-Env", "1"), ("x-env", "2")])]);
+    let mut both = rule("both", vec![mm(Some("a.A"), None, &[])]);
+    both.name = Some("edit".into());
+    both.filters =
+        vec![modifier(HeaderModifier { set: vec![header("x-a")], remove: vec!["X-A".into()], ..Default::default() })];
+    let mut hop = rule("hop", vec![mm(Some("a.A"), None, &[])]);
+    hop.filters = vec![modifier(HeaderModifier { add: vec![header("Keep-Alive")], ..Default::default() })];
+    let (t, reports) = table(&[
+        ("twice", spec(&[], vec![twice])),
+        ("both", spec(&[], vec![both])),
+        ("hop", spec(&[], vec![hop])),
+        ("good", spec(&[], vec![rule("good", vec![])])),
+    ]);
+    let rejected: Vec<_> = reports.iter().map(|r| r.accepted.clone().err().unwrap_or_default()).collect();
+    assert_eq!(
+        rejected,
+        [
+            r#"rule #0: match #0: headers "X-Env" and "x-env" name the same header (header names are case-insensitive)"#,
+            r#"rule "edit": RequestHeaderModifier: header "X-A" is in both set and remove: a header name may appear in only one of set, add and remove"#,
+            r#"rule #0: RequestHeaderModifier: header "Keep-Alive" cannot be modified: connection-specific headers are not allowed in HTTP/2 (RFC 9113 §8.2.2)"#,
+            "",
+        ]
+    );
+    assert_eq!(route_for(&t, "", "/a.A/M", &[("x-env", "1"), ("x-b", "1")]).as_deref(), Some("good"));
+}
+
+#[test]
 fn unresolved_backend_keeps_its_share() {
     let mut r = rule("ok", vec![]);
     r.backend_refs.push(GrpcBackendRef {
