@@ -1,14 +1,15 @@
 # switchboard: the two set-up commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: demo test lint build interop-setup bench crd crds
+.PHONY: demo test lint build interop-setup peers-setup bench crd crds
 
 # The standalone demo: two echo backends, switchboard, one call of each kind.
 demo:
 	bash examples/demo/run.sh
 
-# Every test: unit, loopback integration, examples, and the Python grpcio interop test; first the chart checks.
-test: interop-setup chart-check
+# Every test: unit, loopback integration, examples, the grpcio interop test and the real-peer tests; first the
+# chart checks.
+test: interop-setup peers-setup chart-check
 	$(CARGO) build --bins --examples
 	$(CARGO) test --all-targets --no-fail-fast
 
@@ -23,6 +24,11 @@ build:
 # Python grpcio and grpcio-tools in .cache/venv, for tests/interop.rs (pins in tests/interop/requirements.txt).
 interop-setup:
 	bash tests/interop/setup.sh
+
+# The grpc-go echo server (Debian's golang-go + golang-google-grpc-dev, apt-get as root when absent) built into
+# .cache/peers, and @grpc/grpc-js into tests/peers/node/node_modules, for tests/peers.rs and tests/support/peers.rs.
+peers-setup:
+	bash tests/peers/setup.sh
 
 # The project benchmark: direct vs switchboard vs Envoy 1.40 (see examples/bench/run.sh).
 bench:

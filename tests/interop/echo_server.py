@@ -1,6 +1,8 @@
 """A grpcio server for switchboard.echo.v1.Echo: the second gRPC implementation the interop test relays to.
 
 Prints `listening on PORT` on stdout once it serves (bind `--port 0` to let the OS pick), then serves until killed.
+`--option KEY=VALUE` (repeatable) adds a server channel option, such as `grpc.max_connection_age_ms=1000`;
+a value that reads as an integer is passed as one.
 
 Test controls carried in request metadata:
   x-echo-*     echoed back in the initial metadata and again in the trailing metadata
@@ -20,6 +22,7 @@ from concurrent import futures
 
 import grpc
 
+import channel_options
 import stubs
 
 echo_pb2, echo_pb2_grpc = stubs.load()
@@ -95,9 +98,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="python")
+    channel_options.add_argument(parser, "server")
     args = parser.parse_args()
 
     options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+    options += args.option
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options)
     echo_pb2_grpc.add_EchoServicer_to_server(Echo(args.name), server)
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")

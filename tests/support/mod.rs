@@ -17,6 +17,8 @@ use switchboard::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, Shut
 use switchboard::standalone;
 
 pub mod apiserver;
+pub mod frames;
+pub mod peers;
 pub mod process;
 pub mod raw;
 

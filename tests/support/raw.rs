@@ -119,8 +119,12 @@ pub struct RawResponse {
     pub reset: Option<h2::Reason>,
 }
 
-/// Sends one empty-message gRPC call to `addr` with the given path and headers, and records the frames.
-pub async fn raw_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+/// Opens a gRPC call to `addr` on a new connection: the request HEADERS are sent, the body is the caller's.
+pub async fn open_raw_call(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (send, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
@@ -133,7 +137,12 @@ pub async fn raw_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let (response, mut body) = send.send_request(req.body(()).unwrap(), false).unwrap();
+    send.send_request(req.body(()).unwrap(), false).unwrap()
+}
+
+/// Sends one empty-message gRPC call to `addr` with the given path and headers, and records the frames.
+pub async fn raw_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let (response, mut body) = open_raw_call(addr, path, headers).await;
     body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
     let response = match response.await {
         Ok(r) => r,
