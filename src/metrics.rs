@@ -272,6 +272,11 @@ impl Metrics {
         self.retries.with_label_values(&[label]).inc();
     }
 
+    /// Calls sent again because nothing had reached a backend.
+    pub fn retries_unsent(&self) -> u64 {
+        self.retries.with_label_values(&["unsent"]).get()
+    }
+
     /// The handles backend connection pools count into.
     pub fn pool(&self) -> crate::proxy::PoolMetrics {
         crate::proxy::PoolMetrics {

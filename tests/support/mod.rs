@@ -13,8 +13,10 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use switchboard::crd::BackendObjectRef;
 use switchboard::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, ShutdownTrigger, TowerHandler};
 use switchboard::standalone;
+use switchboard::table::{self, EndpointAddr, Resolve, RouteId, Unresolved};
 
 pub mod apiserver;
 pub mod frames;
@@ -235,6 +237,11 @@ pub async fn backend_on(name: &str, listener: TcpListener) -> Backend {
 
 /// A routes file with one route per (service, backends) pair.
 pub fn routes_yaml(rules: &[(&str, &[(SocketAddr, u32)])]) -> String {
+    routes_yaml_with(rules, "")
+}
+
+/// Like [`routes_yaml`], with `extra` (indented YAML, e.g. `      timeout: 1s\n`) added to every rule.
+pub fn routes_yaml_with(rules: &[(&str, &[(SocketAddr, u32)])], extra: &str) -> String {
     let mut out = String::new();
     for (i, (service, backends)) in rules.iter().enumerate() {
         out.push_str(&format!(
@@ -243,6 +250,7 @@ pub fn routes_yaml(rules: &[(&str, &[(SocketAddr, u32)])]) -> String {
         for (addr, weight) in backends.iter() {
             out.push_str(&format!("        - {{name: \"{}\", port: {}, weight: {weight}}}\n", addr.ip(), addr.port()));
         }
+        out.push_str(extra);
     }
     out
 }
@@ -266,6 +274,25 @@ impl Proxy {
         self.routes.swap(table);
     }
 
+    /// Serves `service` from one backend whose endpoints are `endpoints`, as a Service with several pods
+    /// (standalone backendRefs have one endpoint each). `extra` is added to the rule, as in [`routes_yaml_with`].
+    pub fn set_backend(&self, service: &str, endpoints: &[SocketAddr], extra: &str) {
+        struct Fixed(Vec<SocketAddr>);
+        impl Resolve<EndpointAddr> for Fixed {
+            fn resolve(&self, _: &RouteId, r: &BackendObjectRef) -> Result<table::Backend<EndpointAddr>, Unresolved> {
+                let endpoints = self.0.iter().map(|a| EndpointAddr::Socket(*a)).collect();
+                Ok(table::Backend { name: r.name.as_str().into(), endpoints })
+            }
+        }
+        let one: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let yaml = routes_yaml_with(&[(service, &[(one, 1)])], extra);
+        let parsed = standalone::parse_routes(std::path::Path::new("test.yaml"), &yaml).unwrap();
+        let id = RouteId { namespace: "default".into(), name: "r0".into() };
+        let out = table::build(&[table::RouteInput { id: &id, spec: &parsed[0].spec }], &Fixed(endpoints.to_vec()));
+        assert!(out.reports.iter().all(|r| r.accepted.is_ok()), "{:?}", out.reports);
+        self.routes.swap(out.table);
+    }
+
     /// Starts draining: GOAWAY to clients, open streams finish.
     pub fn drain(&self) {
         self.shutdown.trigger();
@@ -277,9 +304,26 @@ pub async fn proxy(yaml: &str) -> Proxy {
 }
 
 pub async fn proxy_with(yaml: &str, pool: switchboard::proxy::PoolSettings) -> Proxy {
-    let routes = Arc::new(Routes::new(Pools::new(pool)));
+    proxy_full(yaml, pool, Default::default()).await
+}
+
+/// The proxy with these backend pool and client connection settings; its metrics are `routes.metrics()`.
+pub async fn proxy_full(
+    yaml: &str,
+    pool: switchboard::proxy::PoolSettings,
+    settings: switchboard::proxy::ServerSettings,
+) -> Proxy {
+    let metrics = switchboard::metrics::Metrics::new();
+    let routes = Arc::new(Routes::with_metrics(Pools::new(pool).with_metrics(metrics.pool()), metrics.clone()));
     let (_, health) = tonic_health::server::health_reporter();
-    let server = Server::new(Forwarder::new(routes.clone())).service("grpc.health.v1.Health", TowerHandler(health));
+    let connections = switchboard::proxy::ConnectionMetrics {
+        open: metrics.downstream_connections.clone(),
+        closed: metrics.downstream_closed.clone(),
+    };
+    let server = Server::new(Forwarder::new(routes.clone()))
+        .service("grpc.health.v1.Health", TowerHandler(health))
+        .settings(settings)
+        .connection_metrics(connections);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown, signal) = shutdown_signal();
@@ -302,8 +346,13 @@ pub fn req(payload: &[u8]) -> EchoRequest {
 }
 
 /// Polls `check` until it holds or 10 s pass.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(10), check).await
+}
+
+/// Polls `check` until it holds, failing after `limit`.
+pub async fn eventually_within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !check() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -72,11 +72,19 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                                     *n
                                 };
                                 if n <= times {
-                                    let res = http::Response::builder()
-                                        .header("content-type", "application/grpc")
-                                        .header("grpc-status", code)
-                                        .body(())
-                                        .unwrap();
+                                    let res = match h("x-fail-http") {
+                                        // A proxy in front of the backend answering for it, not in gRPC.
+                                        Some(status) => http::Response::builder()
+                                            .status(status.parse::<u16>().unwrap())
+                                            .header("content-type", "text/plain")
+                                            .body(())
+                                            .unwrap(),
+                                        None => http::Response::builder()
+                                            .header("content-type", "application/grpc")
+                                            .header("grpc-status", code)
+                                            .body(())
+                                            .unwrap(),
+                                    };
                                     send.send_response(res, true).unwrap();
                                 } else {
                                     let mut body = send.send_response(ok_headers(), false).unwrap();
@@ -91,6 +99,41 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                                 if std::future::poll_fn(|cx| send.poll_reset(cx)).await.is_ok() {
                                     seen.resets.fetch_add(1, Ordering::SeqCst);
                                 }
+                            }
+                            "flood" => {
+                                // Sends as much as the proxy's window takes, then waits for the reset.
+                                let mut body = send.send_response(ok_headers(), false).unwrap();
+                                let chunk = Bytes::from(vec![0u8; 16 << 10]);
+                                loop {
+                                    body.reserve_capacity(chunk.len());
+                                    match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                                        Some(Ok(n)) if n > 0 => {
+                                            if body.send_data(chunk.slice(..n), false).is_err() {
+                                                break;
+                                            }
+                                        }
+                                        Some(Ok(_)) => {}
+                                        _ => break,
+                                    }
+                                }
+                                seen.resets.fetch_add(1, Ordering::SeqCst);
+                            }
+                            status if status.starts_with("http-") => {
+                                let mut res = http::Response::builder().status(status[5..].parse::<u16>().unwrap());
+                                if let Some(ct) = req_headers.get("x-content-type") {
+                                    res = res.header("content-type", ct.clone());
+                                }
+                                let mut body = send.send_response(res.body(()).unwrap(), false).unwrap();
+                                let _ = body.send_data(Bytes::from_static(b"<html>upstream says no</html>"), true);
+                            }
+                            "big-headers" => {
+                                let res = http::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", "0")
+                                    .header("x-big", "x".repeat(32 << 10))
+                                    .body(())
+                                    .unwrap();
+                                let _ = send.send_response(res, true);
                             }
                             "headers-hang" => {
                                 let mut body = send.send_response(ok_headers(), false).unwrap();
