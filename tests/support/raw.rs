@@ -38,7 +38,7 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                         let mode =
                             req.headers().get("x-mode").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
                         let req_headers = req.headers().clone();
-                        let _body = req.into_body();
+                        let mut body = req.into_body();
                         let ok_headers =
                             || http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
                         match mode.as_str() {
@@ -71,7 +71,10 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                                     *n += 1;
                                     *n
                                 };
-                                if n <= times {
+                                if n <= times && h("x-fail-refuse").is_some() {
+                                    // The backend did not process the stream: safe to send again.
+                                    send.send_reset(h2::Reason::REFUSED_STREAM);
+                                } else if n <= times {
                                     let res = match h("x-fail-http") {
                                         // A proxy in front of the backend answering for it, not in gRPC.
                                         Some(status) => http::Response::builder()
@@ -87,12 +90,18 @@ pub async fn raw_backend() -> (SocketAddr, Arc<RawSeen>) {
                                     };
                                     send.send_response(res, true).unwrap();
                                 } else {
-                                    let mut body = send.send_response(ok_headers(), false).unwrap();
-                                    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false).unwrap();
+                                    let mut received = 0;
+                                    while let Some(Ok(d)) = body.data().await {
+                                        received += d.len();
+                                        let _ = body.flow_control().release_capacity(d.len());
+                                    }
+                                    let mut out = send.send_response(ok_headers(), false).unwrap();
+                                    out.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false).unwrap();
                                     let mut t = http::HeaderMap::new();
                                     t.insert("grpc-status", "0".parse().unwrap());
                                     t.insert("x-attempt", n.to_string().parse().unwrap());
-                                    body.send_trailers(t).unwrap();
+                                    t.insert("x-request-bytes", received.to_string().parse().unwrap());
+                                    out.send_trailers(t).unwrap();
                                 }
                             }
                             "hang" => {
@@ -187,6 +196,11 @@ pub async fn open_raw_call(
 pub async fn raw_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
     let (response, mut body) = open_raw_call(addr, path, headers).await;
     body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+    read_response(response).await
+}
+
+/// Records the frames of a call's response.
+pub async fn read_response(response: h2::client::ResponseFuture) -> RawResponse {
     let response = match response.await {
         Ok(r) => r,
         Err(e) => {

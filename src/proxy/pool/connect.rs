@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +38,7 @@ pub(super) async fn connect(ep: &Arc<Endpoint>) -> Result<Arc<Conn>, String> {
         send,
         active: AtomicUsize::new(0),
         closed: AtomicBool::new(false),
+        goaway_counted: AtomicBool::new(false),
         idle_since: AtomicU64::new(0),
         epoch: Instant::now(),
     });
@@ -100,17 +102,23 @@ async fn drive(
             Err(_) => Err(format!("no HTTP/2 answer (SETTINGS, PING) within {timeout:?}")),
         },
     };
-    let handed_out = checked.is_ok() && ready.send(checked).is_ok();
-    if handed_out {
+    let ok = checked.is_ok();
+    // Handed out only if the pool still waits for it (its connect timeout may have passed).
+    if ready.send(checked).is_ok() && ok {
         let outcome = tokio::select! {
             r = &mut connection => r.err().map(|e| e.to_string()),
             failure = maintain(&link, ping) => Some(failure),
         };
-        let id = link.conn.upgrade().map(|c| {
+        let conn = link.conn.upgrade();
+        if let Some(c) = &conn {
             c.closed.store(true, Ordering::Release);
-            c.id
-        });
-        if let (Some(ep), Some(id)) = (link.endpoint.upgrade(), id) {
+        }
+        if let (Some(ep), Some(c)) = (link.endpoint.upgrade(), conn) {
+            let id = c.id;
+            // A connection the backend rotated ends cleanly; the GOAWAY behind it is its stored error.
+            if let Poll::Ready(Err(e)) = c.send.clone().poll_ready(&mut Context::from_waker(Waker::noop())) {
+                c.count_goaway(&e, &ep.metrics);
+            }
             ep.remove(id);
             match outcome {
                 Some(e) => tracing::info!(endpoint = %ep.addr, conn = id, error = %e, "backend connection closed"),

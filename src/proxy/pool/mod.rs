@@ -183,6 +183,8 @@ struct Conn {
     active: AtomicUsize,
     /// Out of the pool: closing, or it refused a stream.
     closed: AtomicBool,
+    /// The backend's GOAWAY was counted.
+    goaway_counted: AtomicBool,
     /// Milliseconds since `epoch` when the last call finished.
     idle_since: AtomicU64,
     epoch: Instant,
@@ -192,6 +194,17 @@ impl Conn {
     /// Stream slots: the backend's limit, within ours.
     fn capacity(&self, cap: u32) -> usize {
         self.send.current_max_send_streams().min(cap as usize)
+    }
+
+    /// Counts the backend's GOAWAY, once per connection, when `cause` (why the connection refuses streams)
+    /// is one.
+    fn count_goaway(&self, cause: &h2::Error, metrics: &PoolMetrics) -> bool {
+        let goaway = cause.is_go_away() && cause.is_remote();
+        if goaway && !self.goaway_counted.swap(true, Ordering::AcqRel) {
+            let code = cause.reason().unwrap_or(h2::Reason::NO_ERROR);
+            metrics.goaways.with_label_values(&[reason_label(code)]).inc();
+        }
+        goaway
     }
 }
 
@@ -220,10 +233,8 @@ impl Lease {
             return;
         }
         self.endpoint.remove(self.conn.id);
-        if cause.is_go_away() && cause.is_remote() {
-            let code = cause.reason().unwrap_or(h2::Reason::NO_ERROR);
-            self.endpoint.metrics.goaways.with_label_values(&[reason_label(code)]).inc();
-            tracing::debug!(endpoint = %self.endpoint.addr, conn = self.conn.id, ?code, "backend sent GOAWAY; connection retired");
+        if self.conn.count_goaway(cause, &self.endpoint.metrics) {
+            tracing::debug!(endpoint = %self.endpoint.addr, conn = self.conn.id, code = ?cause.reason(), "backend sent GOAWAY; connection retired");
         } else {
             tracing::debug!(endpoint = %self.endpoint.addr, conn = self.conn.id, error = %cause, "backend connection retired");
         }
