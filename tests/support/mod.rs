@@ -226,13 +226,23 @@ pub async fn backend_on(name: &str, listener: TcpListener) -> Backend {
         tonic::transport::Server::builder()
             .max_concurrent_streams(250)
             .add_service(svc)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming(listener), async {
                 let _ = stopped.await;
             })
             .await
             .unwrap();
     });
     Backend { addr, seen, stop: Some(stop), task }
+}
+
+/// Accepted connections without Nagle's delay: gRPC writes HEADERS and DATA separately, and a delayed ACK
+/// would hold the second for 40 ms.
+fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
 }
 
 /// A routes file with one route per (service, backends) pair.

@@ -178,6 +178,7 @@ pub async fn open_raw_call(
     headers: &[(&str, &str)],
 ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
     let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     let (send, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut send = send.ready().await.unwrap();
