@@ -74,6 +74,7 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let admin_listener = TcpListener::bind(args.admin)
         .await
         .map_err(|e| Fatal::Runtime(format!("cannot listen on {}: {e}", args.admin)))?;
+    let (grpc_addr, admin_addr) = (local(&listener, args.listen), local(&admin_listener, args.admin));
     let (trigger, shutdown) = shutdown_signal();
     tokio::spawn(admin::serve(admin_listener, readiness.clone(), metrics.clone(), shutdown.clone()));
     match (client, &args.routes) {
@@ -97,7 +98,8 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         });
     let serving = tokio::spawn(server.serve(listener, shutdown));
     readiness.set_listening();
-    tracing::info!(listen = %args.listen, admin = %args.admin, open_file_limit = nofile, "switchboard serving");
+    // The bound addresses: with port 0 in the flags, this line says which ports were chosen.
+    tracing::info!(listen = %grpc_addr, admin = %admin_addr, open_file_limit = nofile, "switchboard serving");
 
     wait_for_signal().await;
     tracing::info!(drain_timeout = ?args.drain_timeout, "draining");
@@ -109,6 +111,10 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         Err(_) => tracing::warn!("drain timeout passed with calls still open; exiting"),
     }
     Ok(())
+}
+
+fn local(listener: &TcpListener, configured: std::net::SocketAddr) -> std::net::SocketAddr {
+    listener.local_addr().unwrap_or(configured)
 }
 
 /// Raises RLIMIT_NOFILE to its hard limit: every client and backend connection is a descriptor, and the

@@ -293,7 +293,9 @@ impl Server {
                     return Ok(());
                 }
                 _ = tick.tick() => {
-                    if slots.available_permits() < max_calls {
+                    // Calls running: slots taken, not counting the one held for the next call.
+                    let running = max_calls - slots.available_permits() - usize::from(slot.is_some());
+                    if running > 0 {
                         idle_since = Instant::now();
                     } else if !draining && idle_since.elapsed() >= s.idle_timeout {
                         draining = true;

@@ -139,3 +139,25 @@ pub async fn wait_for_listener(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `switchboard run` with `args` on ports the kernel picks (no race with other processes for a port that
+/// was free a moment ago) and JSON logs in `dir`; returns once it serves, with its gRPC and admin addresses.
+pub async fn spawn_switchboard(dir: &Path, args: &[&str]) -> (Process, SocketAddr, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("run").args(args).args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"]);
+    let mut process = Process::spawn("switchboard", dir, &mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let serving = process.log().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let addr = |k: &str| v[k].as_str()?.parse::<SocketAddr>().ok();
+            (v["message"] == "switchboard serving").then(|| addr("listen").zip(addr("admin"))).flatten()
+        });
+        if let Some((grpc, admin)) = serving {
+            return (process, grpc, admin);
+        }
+        assert!(process.exited().is_none(), "switchboard exited:\n{}", process.log());
+        assert!(Instant::now() < deadline, "switchboard did not start serving:\n{}", process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
