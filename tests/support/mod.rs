@@ -284,29 +284,34 @@ impl Proxy {
         self.routes.swap(table);
     }
 
-    /// Serves `service` from one backend whose endpoints are `endpoints`, as a Service with several pods
-    /// (standalone backendRefs have one endpoint each). `extra` is added to the rule, as in [`routes_yaml_with`].
+    /// Serves `service` from one backend whose endpoints are `endpoints` (see [`set_backend`]).
     pub fn set_backend(&self, service: &str, endpoints: &[SocketAddr], extra: &str) {
-        struct Fixed(Vec<SocketAddr>);
-        impl Resolve<EndpointAddr> for Fixed {
-            fn resolve(&self, _: &RouteId, r: &BackendObjectRef) -> Result<table::Backend<EndpointAddr>, Unresolved> {
-                let endpoints = self.0.iter().map(|a| EndpointAddr::Socket(*a)).collect();
-                Ok(table::Backend { name: r.name.as_str().into(), endpoints })
-            }
-        }
-        let one: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let yaml = routes_yaml_with(&[(service, &[(one, 1)])], extra);
-        let parsed = standalone::parse_routes(std::path::Path::new("test.yaml"), &yaml).unwrap();
-        let id = RouteId { namespace: "default".into(), name: "r0".into() };
-        let out = table::build(&[table::RouteInput { id: &id, spec: &parsed[0].spec }], &Fixed(endpoints.to_vec()));
-        assert!(out.reports.iter().all(|r| r.accepted.is_ok()), "{:?}", out.reports);
-        self.routes.swap(out.table);
+        set_backend(&self.routes, service, endpoints, extra);
     }
 
     /// Starts draining: GOAWAY to clients, open streams finish.
     pub fn drain(&self) {
         self.shutdown.trigger();
     }
+}
+
+/// Serves `service` from one backend whose endpoints are `endpoints`, as a Service with several pods
+/// (standalone backendRefs have one endpoint each). `extra` is added to the rule, as in [`routes_yaml_with`].
+pub fn set_backend(routes: &Routes, service: &str, endpoints: &[SocketAddr], extra: &str) {
+    struct Fixed(Vec<SocketAddr>);
+    impl Resolve<EndpointAddr> for Fixed {
+        fn resolve(&self, _: &RouteId, r: &BackendObjectRef) -> Result<table::Backend<EndpointAddr>, Unresolved> {
+            let endpoints = self.0.iter().map(|a| EndpointAddr::Socket(*a)).collect();
+            Ok(table::Backend { name: r.name.as_str().into(), endpoints })
+        }
+    }
+    let one: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let yaml = routes_yaml_with(&[(service, &[(one, 1)])], extra);
+    let parsed = standalone::parse_routes(std::path::Path::new("test.yaml"), &yaml).unwrap();
+    let id = RouteId { namespace: "default".into(), name: "r0".into() };
+    let out = table::build(&[table::RouteInput { id: &id, spec: &parsed[0].spec }], &Fixed(endpoints.to_vec()));
+    assert!(out.reports.iter().all(|r| r.accepted.is_ok()), "{:?}", out.reports);
+    routes.swap(out.table);
 }
 
 pub async fn proxy(yaml: &str) -> Proxy {

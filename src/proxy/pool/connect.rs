@@ -17,8 +17,12 @@ use crate::table::EndpointAddr;
 /// Opens a connection to `ep`. It is handed out only once the backend answered a PING: a server's first
 /// frame is its SETTINGS, so the answer shows the peer speaks HTTP/2, and a peer that accepts TCP but never
 /// answers counts as a failed connect (retried elsewhere) instead of swallowing calls.
-pub(super) async fn connect(ep: &Arc<Endpoint>) -> Result<Arc<Conn>, String> {
-    let tcp = tcp_connect(&ep.addr).await?;
+/// The whole connect must be done by `deadline`.
+pub(super) async fn connect(ep: &Arc<Endpoint>, deadline: Instant) -> Result<Arc<Conn>, String> {
+    let timeout = ep.settings.connect_timeout;
+    let tcp = tokio::time::timeout_at(deadline.into(), tcp_connect(&ep.addr))
+        .await
+        .map_err(|_| format!("TCP connect timed out after {timeout:?}"))??;
     tcp::configure(&tcp, ep.settings.tcp_keepalive);
     let s = &ep.settings;
     let (send, mut connection) = h2::client::Builder::new()
@@ -44,7 +48,7 @@ pub(super) async fn connect(ep: &Arc<Endpoint>) -> Result<Arc<Conn>, String> {
     });
     let (ready_tx, ready_rx) = oneshot::channel();
     let link = Link { conn: Arc::downgrade(&conn), endpoint: Arc::downgrade(ep), settings: ep.settings.clone() };
-    tokio::spawn(drive(connection, ping, link, ready_tx, ep.metrics.connections.clone()));
+    tokio::spawn(drive(connection, ping, link, deadline, ready_tx, ep.metrics.connections.clone()));
     match ready_rx.await {
         Ok(Ok(())) => {
             tracing::debug!(endpoint = %ep.addr, conn = conn.id, "backend connection open");
@@ -79,12 +83,13 @@ struct Link {
     settings: Arc<PoolSettings>,
 }
 
-/// Drives one backend connection: first the handshake check (reported on `ready`), then its I/O, keep-alive
-/// and idle close. Ends when the connection does.
+/// Drives one backend connection: first the handshake check by `deadline` (reported on `ready`), then its
+/// I/O, keep-alive and idle close. Ends when the connection does.
 async fn drive(
     connection: h2::client::Connection<TcpStream, Bytes>,
     mut ping: h2::PingPong,
     link: Link,
+    deadline: Instant,
     ready: oneshot::Sender<Result<(), String>>,
     gauge: prometheus::IntGauge,
 ) {
@@ -96,10 +101,10 @@ async fn drive(
             Ok(()) => "backend closed the connection during the HTTP/2 handshake".to_string(),
             Err(e) => format!("HTTP/2 handshake: {e}"),
         }),
-        r = tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())) => match r {
+        r = tokio::time::timeout_at(deadline.into(), ping.ping(h2::Ping::opaque())) => match r {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("HTTP/2 handshake: {e}")),
-            Err(_) => Err(format!("no HTTP/2 answer (SETTINGS, PING) within {timeout:?}")),
+            Err(_) => Err(format!("no HTTP/2 answer (SETTINGS, PING) within {timeout:?} of connecting")),
         },
     };
     let ok = checked.is_ok();

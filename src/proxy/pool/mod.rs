@@ -164,6 +164,8 @@ pub struct Endpoint {
     settings: Arc<PoolSettings>,
     conns: ArcSwap<Vec<Arc<Conn>>>,
     connect: tokio::sync::Mutex<Backoff>,
+    /// Connect attempts finished, so that calls waiting for the connect lock can tell one was just made.
+    attempts: AtomicU64,
     in_flight: AtomicUsize,
     health: Health,
     metrics: Arc<PoolMetrics>,
@@ -173,6 +175,8 @@ pub struct Endpoint {
 struct Backoff {
     failures: u32,
     retry_at: Option<Instant>,
+    /// When the last connect began.
+    last_attempt: Option<Instant>,
     last_error: String,
 }
 
@@ -287,6 +291,7 @@ impl Endpoint {
             settings,
             conns: ArcSwap::from_pointee(Vec::new()),
             connect: tokio::sync::Mutex::new(Backoff::default()),
+            attempts: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             health: Health::default(),
             metrics,
@@ -308,7 +313,11 @@ impl Endpoint {
         self.conns.load().len()
     }
 
-    /// Claims a stream slot on a connection with room, opening a connection if none has.
+    /// Claims a stream slot on a connection with room, opening a connection if none has. While connects
+    /// back off after failures, none is attempted, and the call goes elsewhere; but a call with nowhere else
+    /// to go (every endpoint is failing) waits for a probe, one connect per initial back-off interval shared
+    /// by the calls waiting, so an endpoint that came back is found at once rather than at the end of a
+    /// long back-off.
     pub async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         // From here on, a Lease (or the guard below) gives the in-flight count back.
@@ -317,7 +326,8 @@ impl Endpoint {
             std::mem::forget(guard);
             return Ok(Lease::new(conn, self.clone()));
         }
-        let conn = self.open().await?;
+        let last_resort = !self.health.available();
+        let conn = self.open(last_resort).await?;
         std::mem::forget(guard);
         Ok(Lease::new(conn, self.clone()))
     }
@@ -384,7 +394,8 @@ impl Endpoint {
         None
     }
 
-    async fn open(self: &Arc<Self>) -> Result<Arc<Conn>, Error> {
+    async fn open(self: &Arc<Self>, last_resort: bool) -> Result<Arc<Conn>, Error> {
+        let attempts = self.attempts.load(Ordering::Acquire);
         let mut backoff = self.connect.lock().await;
         // Another call may have opened a connection while we waited.
         if let Some(conn) = self.try_claim() {
@@ -392,13 +403,24 @@ impl Endpoint {
         }
         let now = Instant::now();
         if let Some(at) = backoff.retry_at.filter(|at| *at > now) {
-            return Err(Error::Connect {
-                endpoint: self.addr.to_string(),
-                message: format!("{} (next attempt in {} ms)", backoff.last_error, (at - now).as_millis()),
-            });
+            // A connect that failed while this call waited for the lock answers for it too.
+            let probed = self.attempts.load(Ordering::Acquire) != attempts;
+            if !last_resort || probed {
+                return Err(Error::Connect {
+                    endpoint: self.addr.to_string(),
+                    message: format!("{} (next attempt in {} ms)", backoff.last_error, (at - now).as_millis()),
+                });
+            }
+            if let Some(due) = backoff.last_attempt.map(|t| t + self.settings.backoff_initial).filter(|d| *d > now) {
+                // Holding the lock: the calls queueing behind take this probe's outcome.
+                tokio::time::sleep_until(due.into()).await;
+            }
         }
-        match tokio::time::timeout(self.settings.connect_timeout, connect::connect(self)).await {
-            Ok(Ok(conn)) => {
+        backoff.last_attempt = Some(Instant::now());
+        let connected = connect::connect(self, Instant::now() + self.settings.connect_timeout).await;
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        match connected {
+            Ok(conn) => {
                 if backoff.failures > 0 {
                     tracing::info!(endpoint = %self.addr, after_failures = backoff.failures, "backend reachable again");
                 }
@@ -412,11 +434,7 @@ impl Endpoint {
                 });
                 Ok(conn)
             }
-            result => {
-                let message = match result {
-                    Ok(Err(e)) => e,
-                    _ => format!("connect timed out after {:?}", self.settings.connect_timeout),
-                };
+            Err(message) => {
                 let delay = self
                     .settings
                     .backoff_initial
