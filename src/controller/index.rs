@@ -1,8 +1,9 @@
 //! The pure step from cluster state to a route table: GrpcRoutes + Services + EndpointSlices (+ ReferenceGrants)
 //! in, a table and one report per route out. No I/O; the controller calls it with reflector snapshots.
 
+mod endpoints;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
@@ -153,44 +154,8 @@ impl Resolve<EndpointAddr> for ClusterResolver<'_> {
         let Some(svc) = self.services.get(&(namespace, r.name.as_str())) else {
             return unresolved(UnresolvedReason::BackendNotFound, format!("Service {namespace}/{} not found", r.name));
         };
-        let service_port = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)));
-        let Some(service_port) = service_port else {
-            return unresolved(
-                UnresolvedReason::BackendNotFound,
-                format!("Service {namespace}/{} has no port {port}", r.name),
-            );
-        };
-        let mut endpoints = Vec::new();
-        for slice in self.slices.get(&(namespace, r.name.as_str())).into_iter().flatten() {
-            if slice.address_type == "FQDN" {
-                continue;
-            }
-            // EndpointSlice ports carry the Service port's name; the number is the target port.
-            let Some(target) = slice.ports.iter().flatten().find(|p| p.name == service_port.name).and_then(|p| p.port)
-            else {
-                continue;
-            };
-            let Ok(target) = u16::try_from(target) else { continue };
-            for ep in &slice.endpoints {
-                let c = ep.conditions.as_ref();
-                // Unknown readiness counts as ready (the API's rule); terminating endpoints get no new calls.
-                let ready = c.and_then(|c| c.ready).unwrap_or(true) && !c.and_then(|c| c.terminating).unwrap_or(false);
-                if !ready {
-                    continue;
-                }
-                for a in &ep.addresses {
-                    if let Ok(ip) = a.parse::<IpAddr>() {
-                        endpoints.push(EndpointAddr::Socket(SocketAddr::new(ip, target)));
-                    }
-                }
-            }
-        }
-        endpoints.sort();
-        endpoints.dedup();
+        let slices = self.slices.get(&(namespace, r.name.as_str())).map(Vec::as_slice).unwrap_or_default();
+        let endpoints = endpoints::resolve(&format!("{namespace}/{}", r.name), svc, slices, port)?;
         Ok(Backend { name: format!("{namespace}/{}:{port}", r.name).into(), endpoints })
     }
 }

@@ -57,6 +57,8 @@ pub enum UnresolvedReason {
     InvalidKind,
     /// A value we do not support (e.g. a missing port).
     UnsupportedValue,
+    /// The Service port speaks something gRPC cannot use (UDP, or an `appProtocol` that is not HTTP/2).
+    UnsupportedProtocol,
 }
 
 impl UnresolvedReason {
@@ -67,6 +69,7 @@ impl UnresolvedReason {
             Self::RefNotPermitted => "RefNotPermitted",
             Self::InvalidKind => "InvalidKind",
             Self::UnsupportedValue => "UnsupportedValue",
+            Self::UnsupportedProtocol => "UnsupportedProtocol",
         }
     }
 }

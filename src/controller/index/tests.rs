@@ -219,3 +219,180 @@ fn same_age_ties_go_by_namespace_then_name() {
     let rule = table.lookup(&CallInfo { authority: "", path: "/a.B/C", headers: &h }).unwrap();
     assert_eq!(rule.route.to_string(), "a-ns/b");
 }
+
+/// Services and EndpointSlices exactly as the API server and the EndpointSlice controller write them (fields
+/// copied from `kubectl get -o json` on Kubernetes 1.33), not as a test would guess them.
+mod as_kubernetes_writes_them {
+    use super::*;
+
+    /// `kubectl expose deployment echo --port 50051` (one unnamed port), with `extra` merged into `spec`.
+    fn k8s_service(name: &str, extra: serde_json::Value) -> Arc<Service> {
+        let mut svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "app", "labels": {"app": name}, "uid": "6f1c2a7e-0000-4000-8000-000000000001"},
+            "spec": {
+                "clusterIP": "10.96.12.34", "clusterIPs": ["10.96.12.34"], "internalTrafficPolicy": "Cluster",
+                "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                "ports": [{"port": 50051, "protocol": "TCP", "targetPort": 50051}],
+                "selector": {"app": name}, "sessionAffinity": "None", "type": "ClusterIP"
+            },
+            "status": {"loadBalancer": {}}
+        });
+        merge(&mut svc["spec"], &extra);
+        Arc::new(serde_json::from_value(svc).unwrap())
+    }
+
+    /// JSON merge patch (RFC 7386): `null` removes a field.
+    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) else { return };
+        for (k, v) in p {
+            match v {
+                serde_json::Value::Null => {
+                    t.remove(k);
+                }
+                serde_json::Value::Object(_) if t.get(k).is_some_and(|e| e.is_object()) => merge(&mut t[k], v),
+                _ => {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    /// One endpoint: (address, ready, serving, terminating, pod).
+    type Ep<'a> = (&'a str, bool, bool, bool, &'a str);
+
+    /// A slice as the EndpointSlice controller writes it: generated name, managed-by label, owner reference,
+    /// all three conditions set, `name: ""` for an unnamed Service port.
+    fn k8s_slice(
+        svc: &str,
+        suffix: &str,
+        family: &str,
+        ports: serde_json::Value,
+        eps: &[Ep<'_>],
+    ) -> Arc<EndpointSlice> {
+        let endpoints: Vec<_> = eps
+            .iter()
+            .map(|(addr, ready, serving, terminating, pod)| {
+                json!({
+                    "addresses": [addr],
+                    "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+                    "nodeName": "worker-1", "zone": "zone-a",
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": "app", "uid": format!("uid-{pod}")}
+                })
+            })
+            .collect();
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": family,
+            "metadata": {
+                "name": format!("{svc}-{suffix}"), "generateName": format!("{svc}-"), "namespace": "app",
+                "labels": {
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                    "kubernetes.io/service-name": svc
+                },
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": svc, "uid": "6f1c2a7e-0000-4000-8000-000000000001",
+                    "controller": true, "blockOwnerDeletion": true}]
+            },
+            "endpoints": endpoints,
+            "ports": ports
+        });
+        Arc::new(serde_json::from_value(slice).unwrap())
+    }
+
+    fn unnamed(port: u16) -> serde_json::Value {
+        json!([{"name": "", "port": port, "protocol": "TCP"}])
+    }
+
+    fn resolve(services: Vec<Arc<Service>>, slices: Vec<Arc<EndpointSlice>>, port: u16) -> Vec<String> {
+        let snap =
+            Snapshot { routes: vec![route("app", "r", 1, to("echo", None, port))], services, slices, grants: None };
+        let (table, outcomes) = build(&snap);
+        match &outcomes[0].report.as_ref().unwrap().unresolved[..] {
+            [] => endpoints(&table),
+            [u, ..] => vec![format!("{}: {}", u.reason.as_str(), u.message)],
+        }
+    }
+
+    #[test]
+    fn an_unnamed_port_gets_its_endpoints() {
+        let slices =
+            vec![k8s_slice("echo", "x7k2p", "IPv4", unnamed(50051), &[("10.244.0.5", true, true, false, "a")])];
+        assert_eq!(resolve(vec![k8s_service("echo", json!({}))], slices, 50051), ["10.244.0.5:50051"]);
+    }
+
+    #[test]
+    fn endpoints_from_every_slice_of_the_service() {
+        let slices = vec![
+            k8s_slice("echo", "aaaaa", "IPv4", unnamed(8080), &[("10.244.0.5", true, true, false, "a")]),
+            k8s_slice("echo", "bbbbb", "IPv4", unnamed(8080), &[("10.244.1.7", true, true, false, "b")]),
+            // Another Service's slice in the same namespace.
+            k8s_slice("other", "ccccc", "IPv4", unnamed(8080), &[("10.244.2.9", true, true, false, "c")]),
+        ];
+        let svc = k8s_service("echo", json!({"ports": [{"port": 50051, "protocol": "TCP", "targetPort": 8080}]}));
+        assert_eq!(resolve(vec![svc], slices, 50051), ["10.244.0.5:8080", "10.244.1.7:8080"]);
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_while_none_is_ready() {
+        let svc = || vec![k8s_service("echo", json!({}))];
+        let one = |eps: &[Ep<'_>]| vec![k8s_slice("echo", "x7k2p", "IPv4", unnamed(50051), eps)];
+        let rolling = one(&[("10.244.0.5", true, true, false, "new"), ("10.244.0.6", false, true, true, "old")]);
+        assert_eq!(resolve(svc(), rolling, 50051), ["10.244.0.5:50051"], "ready ones first");
+        let last = one(&[("10.244.0.6", false, true, true, "old"), ("10.244.0.7", false, false, true, "gone")]);
+        assert_eq!(resolve(svc(), last, 50051), ["10.244.0.6:50051"], "serving-but-terminating when nothing is ready");
+        let starting = one(&[("10.244.0.8", false, false, false, "starting")]);
+        assert!(resolve(svc(), starting, 50051).is_empty(), "not ready, not terminating: nothing");
+    }
+
+    #[test]
+    fn dual_stack_uses_the_primary_family_once_per_pod() {
+        let spec = json!({"ipFamilies": ["IPv6", "IPv4"], "ipFamilyPolicy": "PreferDualStack",
+            "clusterIP": "fd00:10:96::1234", "clusterIPs": ["fd00:10:96::1234", "10.96.12.34"]});
+        let slices = vec![
+            k8s_slice("echo", "v4abc", "IPv4", unnamed(50051), &[("10.244.0.5", true, true, false, "a")]),
+            k8s_slice("echo", "v6abc", "IPv6", unnamed(50051), &[("fd00:10:244::5", true, true, false, "a")]),
+        ];
+        assert_eq!(resolve(vec![k8s_service("echo", spec)], slices.clone(), 50051), ["[fd00:10:244::5]:50051"]);
+        let v4_first = json!({"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"});
+        assert_eq!(resolve(vec![k8s_service("echo", v4_first)], slices, 50051), ["10.244.0.5:50051"]);
+    }
+
+    #[test]
+    fn protocols_that_cannot_carry_grpc_are_refused() {
+        let udp = json!({"ports": [{"port": 50051, "protocol": "UDP", "targetPort": 50051}]});
+        let out = resolve(vec![k8s_service("echo", udp)], vec![], 50051);
+        assert!(out[0].starts_with("UnsupportedProtocol: ") && out[0].contains("UDP"), "{out:?}");
+        let http1 = json!({"ports": [{"port": 50051, "protocol": "TCP", "appProtocol": "http", "targetPort": 50051}]});
+        let out = resolve(vec![k8s_service("echo", http1)], vec![], 50051);
+        assert!(out[0].starts_with("UnsupportedProtocol: ") && out[0].contains("appProtocol http"), "{out:?}");
+        let h2c = json!({"ports": [{"port": 50051, "protocol": "TCP", "appProtocol": "kubernetes.io/h2c", "targetPort": 50051}]});
+        let slices =
+            vec![k8s_slice("echo", "x7k2p", "IPv4", unnamed(50051), &[("10.244.0.5", true, true, false, "a")])];
+        assert_eq!(resolve(vec![k8s_service("echo", h2c)], slices, 50051), ["10.244.0.5:50051"]);
+    }
+
+    #[test]
+    fn external_name_services_are_refused() {
+        let spec = json!({"type": "ExternalName", "externalName": "api.example.com", "clusterIP": null,
+            "clusterIPs": null, "ipFamilies": null, "ipFamilyPolicy": null, "selector": null});
+        let out = resolve(vec![k8s_service("echo", spec)], vec![], 50051);
+        assert!(out[0].starts_with("UnsupportedValue: ") && out[0].contains("ExternalName"), "{out:?}");
+    }
+
+    #[test]
+    fn headless_services_resolve_to_their_pods() {
+        let named = json!({"clusterIP": "None", "clusterIPs": ["None"],
+            "ports": [{"name": "grpc", "port": 50051, "protocol": "TCP", "targetPort": 9000}]});
+        let slices = vec![k8s_slice(
+            "echo",
+            "x7k2p",
+            "IPv4",
+            json!([{"name": "grpc", "port": 9000, "protocol": "TCP"}]),
+            &[("10.244.0.5", true, true, false, "a")],
+        )];
+        assert_eq!(resolve(vec![k8s_service("echo", named)], slices, 50051), ["10.244.0.5:9000"]);
+        // Headless without ports: the slices have none either, and the backendRef's port is the pods' port.
+        let portless = json!({"clusterIP": "None", "clusterIPs": ["None"], "ports": null});
+        let slices = vec![k8s_slice("echo", "x7k2p", "IPv4", json!(null), &[("10.244.0.5", true, true, false, "a")])];
+        assert_eq!(resolve(vec![k8s_service("echo", portless)], slices, 7000), ["10.244.0.5:7000"]);
+    }
+}
