@@ -20,6 +20,7 @@ use switchboard::table::{self, EndpointAddr, Resolve, RouteId, Unresolved};
 
 pub mod apiserver;
 pub mod frames;
+pub mod k8s;
 pub mod peers;
 pub mod process;
 pub mod raw;

@@ -74,6 +74,23 @@ impl ApiError {
         )
     }
 
+    /// 403 as RBAC denies: `services is forbidden: User "..." cannot list resource ...`.
+    pub fn forbidden(res: &Res, verb: &str, namespace: Option<&str>) -> Self {
+        let scope = namespace.map_or("at the cluster scope".to_string(), |ns| format!("in the namespace \"{ns}\""));
+        let message = format!(
+            "{} is forbidden: User \"system:serviceaccount:switchboard:switchboard\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
+            res.qualified(),
+            res.plural,
+            res.group
+        );
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// 404 for a group/version or resource the server does not serve (e.g. a CRD that is not installed).
+    pub fn not_served() -> Self {
+        Self::new(404, "NotFound", "the server could not find the requested resource".into())
+    }
+
     /// A failure injected by `fail_next`, with the reason Kubernetes uses for that code.
     pub fn injected(code: u16) -> Self {
         let reason = match code {

@@ -61,6 +61,12 @@ pub struct Shared {
     pub drops: signal::Sender<u64>,
     /// Requests still to fail, and with which code.
     pub failures: Mutex<(usize, u16)>,
+    /// Resources not served (CRDs not installed).
+    pub unserved: Mutex<Vec<Res>>,
+    /// (resource, namespace) denied; `None` denies the cluster-wide paths.
+    pub forbidden: Mutex<Vec<(Res, Option<String>)>>,
+    /// While set, requests are never answered.
+    pub hang: std::sync::atomic::AtomicBool,
     pub log: Mutex<Vec<Logged>>,
 }
 
@@ -161,6 +167,9 @@ fn verb_of(method: &Method, target: Option<&Target>, q: &Query) -> Verb {
 }
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if shared.hang.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -205,7 +214,23 @@ fn dispatch(shared: &Arc<Shared>, req: Req<'_>) -> Result<Response<Body>, ApiErr
     if req.path == "/version" {
         return Ok(json_response(200, &version()));
     }
+    if let Some(list) = discovery(shared, req.path) {
+        return list;
+    }
     let Some(t) = req.target else { return Err(ApiError::not_found_path(req.path)) };
+    if shared.unserved.lock().unwrap_or_else(|e| e.into_inner()).contains(&t.res) {
+        return Err(ApiError::not_served());
+    }
+    let denied = shared
+        .forbidden
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(r, ns)| *r == t.res && *ns == t.namespace);
+    if denied {
+        let verb = format!("{:?}", req.verb).to_lowercase();
+        return Err(ApiError::forbidden(&t.res, &verb, t.namespace.as_deref()));
+    }
     let part = match t.sub.as_deref() {
         None => Part::Main,
         Some("status") => Part::Status,
@@ -276,6 +301,48 @@ fn dispatch(shared: &Arc<Shared>, req: Req<'_>) -> Result<Response<Body>, ApiErr
         }
         Verb::Other => Err(ApiError::method_not_allowed(req.path)),
     }
+}
+
+/// Resources the server serves and lists in discovery: (group, version, plural, kind, namespaced).
+pub const SERVED: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "v1", "services", "Service", true),
+    ("", "v1", "configmaps", "ConfigMap", true),
+    ("", "v1", "events", "Event", true),
+    ("", "v1", "namespaces", "Namespace", false),
+    ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true),
+    ("coordination.k8s.io", "v1", "leases", "Lease", true),
+    ("events.k8s.io", "v1", "events", "Event", true),
+    ("switchboard.dev", "v1alpha1", "grpcroutes", "GrpcRoute", true),
+    ("gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant", true),
+    ("gateway.networking.k8s.io", "v1", "backendtlspolicies", "BackendTLSPolicy", true),
+];
+
+/// `GET /api/v1` and `/apis/{group}/{version}`: the APIResourceList of what is served there, or 404 when
+/// nothing is (the group/version of a CRD that is not installed).
+fn discovery(shared: &Shared, path: &str) -> Option<Result<Response<Body>, ApiError>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version) = match segs.as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    let unserved = shared.unserved.lock().unwrap_or_else(|e| e.into_inner());
+    let resources: Vec<Value> = SERVED
+        .iter()
+        .filter(|(g, v, p, ..)| *g == group && *v == version && !unserved.contains(&Res::new(g, v, p)))
+        .map(|(_, _, plural, kind, namespaced)| {
+            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind,
+                   "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+        })
+        .collect();
+    if resources.is_empty() {
+        return Some(Err(ApiError::not_served()));
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(Ok(json_response(
+        200,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )))
 }
 
 fn filter(q: &Query, name: Option<&str>) -> Result<Filter, ApiError> {

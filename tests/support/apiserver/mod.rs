@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod handler;
+pub mod schema;
 pub mod select;
 pub mod store;
 mod watch;
@@ -63,6 +64,9 @@ impl ApiServer {
             settings,
             drops: tokio::sync::watch::channel(0).0,
             failures: Mutex::new((0, 500)),
+            hang: std::sync::atomic::AtomicBool::new(false),
+            unserved: Mutex::new(Vec::new()),
+            forbidden: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept(listener, shared.clone()));
@@ -96,6 +100,33 @@ impl ApiServer {
     /// Answers the next `n` requests, whatever they are, with `code` and a `Status` body.
     pub fn fail_next(&self, n: usize, code: u16) {
         *self.shared.failures.lock().unwrap_or_else(|e| e.into_inner()) = (n, code);
+    }
+
+    /// While on, requests get no answer at all (a partitioned or overloaded API server).
+    pub fn hang_requests(&self, on: bool) {
+        self.shared.hang.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops serving a resource, as a cluster without its CRD: its paths answer 404 and discovery leaves
+    /// it out.
+    pub fn uninstall(&self, res: &Res) {
+        lock(&self.shared.unserved).push(res.clone());
+    }
+
+    /// Serves a resource again (its CRD installed).
+    pub fn install(&self, res: &Res) {
+        lock(&self.shared.unserved).retain(|r| r != res);
+    }
+
+    /// Denies every request for `res` in namespace `ns`, or with `None` every cluster-wide request for it
+    /// (what Role-only RBAC does), with 403 Forbidden.
+    pub fn forbid(&self, res: &Res, ns: Option<&str>) {
+        lock(&self.shared.forbidden).push((res.clone(), ns.map(str::to_string)));
+    }
+
+    /// Lifts every `forbid`.
+    pub fn allow_all(&self) {
+        lock(&self.shared.forbidden).clear();
     }
 
     /// Every request so far, in order.
@@ -149,6 +180,10 @@ impl ApiServer {
     pub fn list(&self, res: &Res, ns: Option<&str>) -> Vec<Value> {
         self.shared.store.list(res, ns, &|_| true, None, None).map(|p| p.items).unwrap_or_default()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for ApiServer {

@@ -9,6 +9,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
+use super::schema::{self, Violation};
+
+/// Checks an object before it is stored, as the API server's decoding and validation do.
+pub type Validator = Box<dyn Fn(&Value) -> Result<(), Violation> + Send + Sync>;
 
 /// A kind of resource as its URL names it: API group (`""` for core), version and plural.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,6 +143,7 @@ struct Inner {
 
 pub struct Store {
     inner: Mutex<Inner>,
+    validators: HashMap<Res, Validator>,
 }
 
 /// How far the resourceVersion jumps on `reset_history`, so no earlier version is valid any more.
@@ -157,6 +162,40 @@ impl Store {
                 kinds: HashMap::new(),
                 uids: 0,
             }),
+            validators: validators(),
+        }
+    }
+
+    /// Rejects, as the API server would, an object with unknown fields or values its schema forbids, in the
+    /// part being written (a status write is not refused for a spec stored before the schema got stricter:
+    /// the API server's validation ratcheting).
+    fn admit(&self, res: &Res, obj: &Value, part: Part) -> Result<(), ApiError> {
+        let Some(validate) = self.validators.get(res) else { return Ok(()) };
+        let written = match part {
+            Part::Status => {
+                let mut only = json!({});
+                if let Some(st) = obj.get("status") {
+                    only["status"] = st.clone();
+                }
+                only
+            }
+            Part::Main if res.group == "switchboard.dev" => {
+                let mut main = obj.clone();
+                if let Some(o) = main.as_object_mut() {
+                    o.remove("status");
+                }
+                main
+            }
+            Part::Main => obj.clone(),
+        };
+        match validate(&written) {
+            Ok(()) => Ok(()),
+            Err(Violation::Unknown(field)) => {
+                Err(ApiError::bad_request(&format!("strict decoding error: unknown field \"{field}\"")))
+            }
+            Err(Violation::Invalid(why)) => {
+                Err(ApiError::invalid(&format!("{} \"{}\" is invalid: {why}", res.qualified(), meta_str(obj, "name"))))
+            }
         }
     }
 
@@ -271,6 +310,7 @@ impl Store {
         if let Some(o) = obj.as_object_mut() {
             o.remove("status");
         }
+        self.admit(res, &obj, Part::Main)?;
         Ok(s.insert(res, ns, &name, obj))
     }
 
@@ -280,6 +320,7 @@ impl Store {
         let old = s.objects.get(&key(res, ns, name)).cloned().ok_or_else(|| ApiError::not_found(res, name))?;
         check_precondition(res, name, &old, &obj)?;
         let new = restrict(&old, obj, part);
+        self.admit(res, &new, part)?;
         Ok(s.update(res, ns, name, old, new))
     }
 
@@ -291,6 +332,7 @@ impl Store {
         let mut new = old.clone();
         merge(&mut new, patch);
         let new = restrict(&old, new, part);
+        self.admit(res, &new, part)?;
         Ok(s.update(res, ns, name, old, new))
     }
 
@@ -317,6 +359,7 @@ impl Store {
                     o.remove("status");
                 }
                 record_manager(&mut obj, manager, "Apply", subresource, &res.api_version());
+                self.admit(res, &obj, part)?;
                 Ok((s.insert(res, ns, name, obj), true))
             }
             Some(old) => {
@@ -325,6 +368,7 @@ impl Store {
                 merge(&mut new, config);
                 let mut new = restrict(&old, new, part);
                 record_manager(&mut new, manager, "Apply", subresource, &res.api_version());
+                self.admit(res, &new, part)?;
                 Ok((s.update(res, ns, name, old, new), false))
             }
         }
@@ -362,6 +406,31 @@ impl Store {
             Some(old) => Ok(s.update(res, ns, &name, old, obj)),
         }
     }
+}
+
+/// The schemas the server enforces on HTTP writes: the GrpcRoute CRD's, and for the built-in kinds the
+/// controller writes, their typed structs. (Objects seeded with `ApiServer::apply` are stored as given.)
+fn validators() -> HashMap<Res, Validator> {
+    use kube::CustomResourceExt;
+    let crd = switchboard::crd::GrpcRoute::crd();
+    let version = &crd.spec.versions[0];
+    let crd_schema = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("CRD has a schema");
+    let crd_schema = serde_json::to_value(crd_schema).expect("schema serializes");
+    let typed = |f: fn(&Value) -> Option<String>| -> Validator {
+        Box::new(move |obj| f(obj).map_or(Ok(()), |field| Err(Violation::Unknown(field))))
+    };
+    use k8s_openapi::api::{coordination::v1::Lease, core::v1::Service, events::v1::Event};
+    [
+        (
+            Res::of::<switchboard::crd::GrpcRoute>(),
+            Box::new(move |obj: &Value| schema::validate(&crd_schema, obj)) as Validator,
+        ),
+        (Res::of::<Lease>(), typed(schema::unknown_builtin_field::<Lease>)),
+        (Res::of::<Event>(), typed(schema::unknown_builtin_field::<Event>)),
+        (Res::of::<Service>(), typed(schema::unknown_builtin_field::<Service>)),
+    ]
+    .into_iter()
+    .collect()
 }
 
 impl Inner {
