@@ -103,7 +103,8 @@ impl Routes {
 
     /// Binds a freshly built table to the connection pools and makes it current.
     pub fn swap(&self, table: Table<EndpointAddr>) {
-        let bound = table.map_endpoints(|addr| self.pools.endpoint(addr));
+        let mut bound = table.map_endpoints(|addr| self.pools.endpoint(addr));
+        bound.inherit_retries(&self.current.load().table);
         self.metrics.table_rules.set(bound.rules().len() as i64);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.metrics.table_updated.set(now.as_secs() as i64);

@@ -213,6 +213,28 @@ impl<E> Table<E> {
         self.rules.is_empty()
     }
 
+    /// Keeps the retry budgets of `old` across a rebuild: a rule of the same route and index with the same
+    /// policy takes over the old rule's counters, so a table swapped in every few milliseconds (endpoint churn)
+    /// cannot reset the budget and let retries through unbounded.
+    pub fn inherit_retries<E2>(&mut self, old: &Table<E2>) {
+        let previous: HashMap<(&RouteId, usize), &Arc<Retry>> =
+            old.rules.iter().filter_map(|r| Some(((&*r.route, r.index), r.retry.as_ref()?))).collect();
+        if previous.is_empty() {
+            return;
+        }
+        for rule in &mut self.rules {
+            let Some(old) = rule.retry.as_ref().and_then(|new| {
+                previous.get(&(&*rule.route, rule.index)).filter(|old| old.same_policy(new)).map(|old| Arc::clone(old))
+            }) else {
+                continue;
+            };
+            // Freshly built tables own their rules; a shared one is left as it is.
+            if let Some(rule) = Arc::get_mut(rule) {
+                rule.retry = Some(old);
+            }
+        }
+    }
+
     /// The same table with each endpoint replaced by `f(endpoint)`.
     pub fn map_endpoints<F, E2>(self, mut f: F) -> Table<E2>
     where

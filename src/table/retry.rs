@@ -76,6 +76,15 @@ impl Retry {
         code < 32 && self.codes & (1 << code) != 0
     }
 
+    /// Whether `other` is the same policy (codes, attempts, budget settings), so it may take over this one's
+    /// budget counters when the table is rebuilt.
+    pub fn same_policy(&self, other: &Retry) -> bool {
+        self.codes == other.codes
+            && self.attempts == other.attempts
+            && self.budget.percent == other.budget.percent
+            && self.budget.min_per_second == other.budget.min_per_second
+    }
+
     /// Counts a call toward the budget.
     pub fn record_call(&self) {
         self.budget.record_call();
@@ -165,6 +174,8 @@ mod tests {
         }
         let granted = (0..50).filter(|_| r.try_spend()).count();
         assert_eq!(granted, 10, "10% of 100 calls");
+        assert!(r.same_policy(&Retry::compile(&p, Some(10), Some(0)).unwrap()));
+        assert!(!r.same_policy(&Retry::compile(&p, Some(11), Some(0)).unwrap()));
         let floor = Retry::compile(&p, Some(0), Some(1)).unwrap();
         assert_eq!((0..50).filter(|_| floor.try_spend()).count(), 10, "1/s over a 10 s window");
     }

@@ -241,3 +241,32 @@ fn durations() {
     assert!(parse_duration("").is_err());
     assert!(parse_duration("1s1s1s1s1s").is_err());
 }
+
+#[test]
+fn retry_budgets_survive_rebuilds_of_the_same_policy() {
+    let with_retry = |percent: u32| {
+        let mut r = rule("a", vec![]);
+        r.retry = Some(RetryPolicy {
+            codes: vec!["UNAVAILABLE".into()],
+            budget_percent: Some(percent),
+            min_retries_per_second: Some(0),
+            ..Default::default()
+        });
+        table(&[("r", spec(&[], vec![r]))]).0
+    };
+    let old = with_retry(10);
+    let budget = old.rules()[0].retry.as_ref().unwrap();
+    (0..100).for_each(|_| budget.record_call());
+    assert_eq!((0..20).filter(|_| budget.try_spend()).count(), 10, "10% of 100 calls, all spent");
+
+    // Endpoint churn rebuilds the table: the spent budget carries over.
+    let mut same = with_retry(10);
+    same.inherit_retries(&old);
+    assert!(!same.rules()[0].retry.as_ref().unwrap().try_spend(), "a rebuild must not refill the budget");
+    // A changed policy starts afresh.
+    let mut changed = with_retry(50);
+    changed.inherit_retries(&old);
+    let fresh = changed.rules()[0].retry.as_ref().unwrap();
+    (0..10).for_each(|_| fresh.record_call());
+    assert!(fresh.try_spend());
+}
