@@ -77,17 +77,19 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let (grpc_addr, admin_addr) = (local(&listener, args.listen), local(&admin_listener, args.admin));
     let (trigger, shutdown) = shutdown_signal();
     tokio::spawn(admin::serve(admin_listener, readiness.clone(), metrics.clone(), shutdown.clone()));
-    match (client, &args.routes) {
+    let controller = match (client, &args.routes) {
         (Some(client), _) => {
             let config = args.controller_config();
-            tokio::spawn(controller::run(client, config, routes.clone(), readiness.clone(), metrics.clone()));
+            let (r, m) = (readiness.clone(), metrics.clone());
+            Some(tokio::spawn(controller::run(client, config, routes.clone(), r, m, shutdown.clone())))
         }
         (None, Some(path)) => {
             tokio::spawn(standalone::watch(path.clone(), routes.clone(), args.reload_interval));
             readiness.set_synced();
+            None
         }
         (None, None) => unreachable!("a client exists unless a routes file was given"),
-    }
+    };
 
     let server = Server::new(Forwarder::new(routes))
         .service("grpc.health.v1.Health", TowerHandler(health_service))
@@ -109,6 +111,10 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     match tokio::time::timeout(args.drain_timeout, serving).await {
         Ok(_) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!("drain timeout passed with calls still open; exiting"),
+    }
+    // The controller stopped at the trigger; the leader's lease release may still be under way.
+    if let Some(controller) = controller {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), controller).await;
     }
     Ok(())
 }

@@ -168,12 +168,8 @@ impl RunArgs {
         crate::controller::ControllerConfig {
             namespaces: self.namespaces.clone(),
             label_selector: self.label_selector.clone(),
-            lease: self.leader_election.then(|| crate::controller::leader::LeaseConfig {
-                namespace: self.lease_namespace.clone(),
-                name: self.lease_name.clone(),
-                identity,
-                duration: Duration::from_secs(15),
-                renew_every: Duration::from_secs(5),
+            lease: self.leader_election.then(|| {
+                crate::controller::leader::LeaseConfig::new(&self.lease_namespace, &self.lease_name, identity)
             }),
             ..Default::default()
         }

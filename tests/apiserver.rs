@@ -22,6 +22,8 @@ use support::apiserver::{ApiServer, Settings};
 use support::eventually;
 use switchboard::controller::leader::{self, LeaseConfig};
 use switchboard::crd::{GrpcRoute, GrpcRouteSpec, GrpcRouteStatus};
+use switchboard::metrics::Metrics;
+use switchboard::proxy::shutdown_signal;
 
 fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -420,23 +422,87 @@ async fn lease_conflicts_and_leader_election() {
     // The controller's own election: two replicas, one leader; when it stops, the other takes over.
     let replica = |identity: &str| {
         let config = LeaseConfig {
-            namespace: "default".into(),
-            name: "switchboard".into(),
-            identity: identity.into(),
             duration: Duration::from_secs(1),
+            renew_deadline: Duration::from_millis(700),
             renew_every: Duration::from_millis(100),
+            ..LeaseConfig::new("default", "switchboard", identity)
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
-        (tokio::spawn(leader::run(server.client(), config, tx)), rx)
+        let (trigger, shutdown) = shutdown_signal();
+        let task = tokio::spawn(leader::run(server.client(), config, tx, Metrics::new(), shutdown));
+        (task, rx, trigger)
     };
-    let (a_task, a) = replica("a");
-    let (b_task, b) = replica("b");
+    let (a_task, a, a_stop) = replica("a");
+    let (b_task, b, b_stop) = replica("b");
     eventually("one leader", || *a.borrow() ^ *b.borrow()).await;
-    let (leader_task, follower) = if *a.borrow() { (a_task, b) } else { (b_task, a) };
+    let ((leader_task, _), (follower_task, follower)) =
+        if *a.borrow() { ((a_task, a_stop), (b_task, b)) } else { ((b_task, b_stop), (a_task, a)) };
+    // Killed without a word: the follower takes over once the record stopped changing for its duration.
     leader_task.abort();
     eventually("the other replica takes over", || *follower.borrow()).await;
-    let holder = server.get_as::<Lease>("default", "switchboard").unwrap().spec.unwrap().holder_identity;
-    assert!(holder.is_some());
+    let spec = server.get_as::<Lease>("default", "switchboard").unwrap().spec.unwrap();
+    assert_eq!(spec.lease_transitions, Some(1));
+    drop(follower_task);
+}
+
+/// client-go's release on shutdown: the leader empties the holder, so a successor takes over at once instead
+/// of after the lease duration.
+#[tokio::test]
+async fn a_leader_that_shuts_down_releases_the_lease() {
+    let server = ApiServer::start().await;
+    let config = LeaseConfig {
+        duration: Duration::from_secs(3600),
+        renew_deadline: Duration::from_secs(10),
+        renew_every: Duration::from_millis(100),
+        ..LeaseConfig::new("default", "switchboard", "a")
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (trigger, shutdown) = shutdown_signal();
+    let task = tokio::spawn(leader::run(server.client(), config.clone(), tx, Metrics::new(), shutdown));
+    let mut leading = rx.clone();
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.unwrap().unwrap();
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("returns on shutdown").unwrap();
+    assert!(!*rx.borrow(), "not leading after release");
+    let spec = server.get_as::<Lease>("default", "switchboard").unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(""), "released");
+    assert_eq!(spec.lease_duration_seconds, Some(1));
+
+    // With an hour-long lease released, another replica leads within a few retry periods.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (_trigger, shutdown) = shutdown_signal();
+    tokio::spawn(leader::run(
+        server.client(),
+        LeaseConfig { identity: "b".into(), ..config },
+        tx,
+        Metrics::new(),
+        shutdown,
+    ));
+    let mut b = rx.clone();
+    tokio::time::timeout(Duration::from_secs(2), b.wait_for(|l| *l)).await.expect("b takes over at once").unwrap();
+}
+
+/// A lease call that never answers must not keep a stale leader: the call has a deadline, and a leader that
+/// cannot renew within the renew deadline steps down.
+#[tokio::test]
+async fn a_leader_that_cannot_renew_steps_down() {
+    let server = ApiServer::start().await;
+    let config = LeaseConfig {
+        duration: Duration::from_secs(8),
+        renew_deadline: Duration::from_secs(2),
+        renew_every: Duration::from_millis(200),
+        ..LeaseConfig::new("default", "switchboard", "a")
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (_trigger, shutdown) = shutdown_signal();
+    tokio::spawn(leader::run(server.client(), config, tx, Metrics::new(), shutdown));
+    let mut leading = rx.clone();
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.unwrap().unwrap();
+    server.hang_requests(true);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| !*l)).await.expect("stepped down").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(8), "before the lease could pass to another replica");
+    server.hang_requests(false);
 }
 
 #[tokio::test]
@@ -465,4 +531,64 @@ async fn services_and_events_use_the_same_store() {
     assert_eq!(server.list(&events, Some("default")).len(), 1);
     assert_eq!(server.count(|r| r.res.as_ref() == Some(&events) && r.verb == Verb::Create), 1);
     assert_eq!(server.count(|r| r.res.as_ref() == Some(&events) && r.verb == Verb::Patch), 1, "the series update");
+}
+
+/// What a real API server refuses: unknown fields (strict field validation), values outside the CRD's
+/// schema, unknown fields in built-in kinds; and what it does for CRDs that are not installed and for RBAC
+/// denials.
+#[tokio::test]
+async fn strict_validation_discovery_and_rbac_denials() {
+    let server = ApiServer::start().await;
+    let ar = kube::api::ApiResource::erase::<GrpcRoute>(&());
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(server.client(), "default", &ar);
+    let route = |spec: serde_json::Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "switchboard.dev/v1alpha1", "kind": "GrpcRoute",
+            "metadata": {"name": "r"}, "spec": spec}))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    let err = routes.create(&pp, &route(json!({"rules": [], "bogus": 1}))).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message.contains("unknown field \"spec.bogus\"")),
+        "{err:?}"
+    );
+    let long = "a".repeat(300);
+    let err = routes.create(&pp, &route(json!({"hostnames": [long]}))).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("spec.hostnames[0]")), "{err:?}");
+    routes.create(&pp, &route(json!({"rules": []}))).await.unwrap();
+    let status = json!({"apiVersion": "switchboard.dev/v1alpha1", "kind": "GrpcRoute", "status": {"ruleCount": 0, "extra": true}});
+    let err = routes.patch_status("r", &PatchParams::apply("test").force(), &Patch::Apply(&status)).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message.contains("status.extra")), "{err:?}");
+
+    let leases: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(server.client(), "default", &kube::api::ApiResource::erase::<Lease>(&()));
+    let lease: kube::api::DynamicObject = serde_json::from_value(json!({"apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease", "metadata": {"name": "l"}, "spec": {"holderIdentity": "a", "holder": "typo"}}))
+    .unwrap();
+    let err = leases.create(&pp, &lease).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message.contains("spec.holder")), "{err:?}");
+
+    // A CRD that is not installed: 404 on its paths, absent from discovery; back once installed.
+    let grants = Res::new("gateway.networking.k8s.io", "v1beta1", "referencegrants");
+    let client = server.client();
+    assert!(client.list_api_group_resources("gateway.networking.k8s.io/v1beta1").await.is_ok());
+    server.uninstall(&grants);
+    let err = client.list_api_group_resources("gateway.networking.k8s.io/v1beta1").await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
+    let api: Api<ConfigMap> = Api::all(client.clone());
+    assert!(api.list(&ListParams::default()).await.is_ok(), "other resources still served");
+    let raw = client
+        .request_text(
+            http::Request::get("/apis/gateway.networking.k8s.io/v1beta1/referencegrants").body(vec![]).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&raw, kube::Error::Api(s) if s.code == 404), "{raw:?}");
+    server.install(&grants);
+
+    // Role-only RBAC: cluster-wide denied, the namespace allowed.
+    server.forbid(&Res::of::<ConfigMap>(), None);
+    let err = Api::<ConfigMap>::all(client.clone()).list(&ListParams::default()).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 403 && s.reason == "Forbidden"), "{err:?}");
+    assert!(Api::<ConfigMap>::namespaced(client, "default").list(&ListParams::default()).await.is_ok());
 }

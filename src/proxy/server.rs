@@ -125,6 +125,11 @@ impl Shutdown {
             std::future::pending::<()>().await;
         }
     }
+
+    /// [`Shutdown::wait`] as an owned future, for tasks that select on it in a loop.
+    pub async fn into_wait(mut self) {
+        self.wait().await
+    }
 }
 
 /// Calls of one connection, for the rapid-reset check.
