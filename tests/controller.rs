@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 use support::apiserver::handler::Verb;
 use support::apiserver::store::Res;
@@ -22,6 +23,7 @@ use switchboard::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, Shut
 
 struct Cluster {
     api: ApiServer,
+    metrics: Metrics,
     proxy: SocketAddr,
     readiness: Arc<Readiness>,
     _shutdown: ShutdownTrigger,
@@ -35,32 +37,39 @@ impl Drop for Cluster {
 }
 
 async fn start(api: ApiServer, lease: Option<LeaseConfig>) -> Cluster {
+    start_with(api, ControllerConfig { lease, debounce: Duration::from_millis(20), ..Default::default() }).await
+}
+
+async fn start_with(api: ApiServer, config: ControllerConfig) -> Cluster {
     let metrics = Metrics::new();
     let routes = Arc::new(Routes::with_metrics(Pools::new(Default::default()), metrics.clone()));
     let (health, _) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(health);
     readiness.set_listening();
-    let config = ControllerConfig { lease, debounce: Duration::from_millis(20), ..Default::default() };
-    let controller = tokio::spawn(controller::run(api.client(), config, routes.clone(), readiness.clone(), metrics));
+    let (shutdown, signal) = shutdown_signal();
+    let controller = tokio::spawn(controller::run(
+        api.client(),
+        config,
+        routes.clone(),
+        readiness.clone(),
+        metrics.clone(),
+        signal.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
-    let (shutdown, signal) = shutdown_signal();
     tokio::spawn(Server::new(Forwarder::new(routes)).serve(listener, signal));
-    Cluster { api, proxy, readiness, _shutdown: shutdown, controller }
+    Cluster { api, metrics, proxy, readiness, _shutdown: shutdown, controller }
 }
 
 fn service(ns: &str, name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": ns, "name": name},
-           "spec": {"ports": [{"name": "grpc", "port": 80}]}})
+    k8s::service(ns, name, &[(Some("grpc"), 80, 50051)])
 }
 
-/// An EndpointSlice of `svc` with one ready endpoint per backend (all on 127.0.0.1, each slice its own port).
+/// EndpointSlice `name` (`{svc}-{suffix}`) of `svc` with one endpoint, `backend`.
 fn slice(ns: &str, svc: &str, name: &str, backend: SocketAddr, ready: bool) -> Value {
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-           "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": svc}},
-           "addressType": "IPv4",
-           "ports": [{"name": "grpc", "port": backend.port()}],
-           "endpoints": [{"addresses": [backend.ip().to_string()], "conditions": {"ready": ready}}]})
+    let suffix = name.strip_prefix(&format!("{svc}-")).expect("slice names start with the Service name");
+    let state = if ready { k8s::State::Ready } else { k8s::State::NotReady };
+    k8s::slice(ns, svc, suffix, "grpc", &[(backend, state)])
 }
 
 fn grpc_route(ns: &str, name: &str, spec: Value) -> Value {
@@ -244,11 +253,10 @@ async fn only_the_leader_writes_status() {
     api.apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"namespace": "sb", "name": "leader"},
         "spec": {"holderIdentity": "other-replica", "leaseDurationSeconds": 3600, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}}));
     let lease = LeaseConfig {
-        namespace: "sb".into(),
-        name: "leader".into(),
-        identity: "me".into(),
         duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_secs(1),
         renew_every: Duration::from_millis(100),
+        ..LeaseConfig::new("sb", "leader", "me")
     };
     let c = start(api, Some(lease)).await;
     // Not the leader: it serves traffic but writes nothing.
@@ -293,4 +301,259 @@ async fn recovers_from_every_injected_fault() {
     }
     // And it still serves from the last good table throughout.
     assert!(c.readiness.is_ready());
+}
+
+/// `kubectl expose deployment echo --port 80 --target-port N`: one unnamed port, which the EndpointSlice
+/// controller writes as `name: ""`. It used to resolve (ResolvedRefs=True) to no endpoints at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_service_port_gets_its_endpoints() {
+    let a = backend("a").await;
+    let api = ApiServer::start().await;
+    api.apply(k8s::service("app", "echo", &[(None, 80, a.addr.port())]));
+    api.apply(k8s::slice("app", "echo", "x7k2p", "", &[(a.addr, k8s::State::Ready)]));
+    api.apply(grpc_route("app", "echo", to_service("echo")));
+    let c = start(api, None).await;
+    until_answered_by(c.proxy, "a").await;
+}
+
+/// Several slices per Service, and a rollout's end: the last ready pod gone, only terminating ones left,
+/// which still serve (kube-proxy's fallback) until they are gone too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_add_up_and_terminating_endpoints_serve_when_nothing_is_ready() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let api = ApiServer::start().await;
+    api.apply(service("app", "echo"));
+    api.apply(k8s::slice("app", "echo", "aaaaa", "grpc", &[(a.addr, k8s::State::Ready)]));
+    api.apply(k8s::slice("app", "echo", "bbbbb", "grpc", &[(b.addr, k8s::State::Ready)]));
+    api.apply(grpc_route("app", "echo", to_service("echo")));
+    let c = start(api, None).await;
+    until_answered_by(c.proxy, "a").await;
+    until_answered_by(c.proxy, "b").await;
+
+    c.api.apply(k8s::slice("app", "echo", "bbbbb", "grpc", &[(b.addr, k8s::State::Terminating)]));
+    // b terminates while a is ready: only a.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..20 {
+        assert_eq!(answered_by(c.proxy).await.unwrap(), "a");
+    }
+    c.api.apply(k8s::slice("app", "echo", "aaaaa", "grpc", &[(a.addr, k8s::State::NotReady)]));
+    until_answered_by(c.proxy, "b").await;
+    c.api.apply(k8s::slice("app", "echo", "bbbbb", "grpc", &[(b.addr, k8s::State::NotReady)]));
+    until_code(c.proxy, tonic::Code::Unavailable).await;
+}
+
+fn reference_grants() -> Res {
+    Res::new("gateway.networking.k8s.io", "v1beta1", "referencegrants")
+}
+
+fn cross_namespace_cluster(api: &ApiServer, backend: SocketAddr) {
+    api.apply(service("elsewhere", "echo"));
+    api.apply(slice("elsewhere", "echo", "echo-1", backend, true));
+    api.apply(grpc_route(
+        "app",
+        "crossns",
+        json!({"rules": [{"backendRefs": [{"name": "echo", "namespace": "elsewhere", "port": 80}]}]}),
+    ));
+    api.apply(json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"namespace": "elsewhere", "name": "allow-app"},
+        "spec": {"from": [{"group": "switchboard.dev", "kind": "GrpcRoute", "namespace": "app"}], "to": [{"group": "", "kind": "Service"}]}}));
+}
+
+/// Watching two namespaces (a namespaced install), looking for missing APIs again every 200 ms.
+fn namespaced_config() -> ControllerConfig {
+    ControllerConfig {
+        namespaces: vec!["app".into(), "elsewhere".into()],
+        debounce: Duration::from_millis(20),
+        optional_recheck: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// A namespaced install on a cluster without the Gateway API CRDs: the controller becomes ready, serves, and
+/// picks ReferenceGrants up once their CRD is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_reference_grant_crd_never_blocks_readiness() {
+    let a = backend("a").await;
+    let api = ApiServer::start().await;
+    api.uninstall(&reference_grants());
+    cross_namespace_cluster(&api, a.addr);
+    let c = start_with(api, namespaced_config()).await;
+    eventually("ready without ReferenceGrants", || c.readiness.is_ready()).await;
+    eventually("refused without the CRD", || {
+        status(&c.api, "app", "crossns").is_some_and(|s| condition(&s, "ResolvedRefs").1 == "RefNotPermitted")
+    })
+    .await;
+    c.api.install(&reference_grants());
+    until_answered_by(c.proxy, "a").await;
+}
+
+/// Role-only RBAC in each watched namespace, without a rule for ReferenceGrants: 403s. Ready anyway, and
+/// the grants count once the Role allows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_reference_grants_never_block_readiness() {
+    let a = backend("a").await;
+    let api = ApiServer::start().await;
+    cross_namespace_cluster(&api, a.addr);
+    for scope in [None, Some("app"), Some("elsewhere")] {
+        api.forbid(&reference_grants(), scope);
+    }
+    let c = start_with(api, namespaced_config()).await;
+    eventually("ready although ReferenceGrants are forbidden", || c.readiness.is_ready()).await;
+    until_code(c.proxy, tonic::Code::Unavailable).await;
+    c.api.allow_all();
+    until_answered_by(c.proxy, "a").await;
+}
+
+/// A status write that fails is retried with back-off on its own, without waiting for another change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_status_writes_are_retried() {
+    let a = backend("a").await;
+    let api = echo_cluster(a.addr).await;
+    let c = start(api, None).await;
+    until_answered_by(c.proxy, "a").await;
+    eventually("status written", || status(&c.api, "app", "echo").is_some()).await;
+
+    // Someone overwrites the status; our write of the right one fails twice.
+    let bogus = json!({"conditions": [], "ruleCount": 7});
+    let mut route = c.api.get(&Res::of::<GrpcRoute>(), "app", "echo").unwrap();
+    route["status"] = bogus;
+    let writes = status_writes(&c.api);
+    c.api.fail_next(2, 500);
+    c.api.apply(route);
+    eventually("status put back after the failures", || {
+        status(&c.api, "app", "echo").is_some_and(|s| s.rule_count == Some(1))
+    })
+    .await;
+    assert!(status_writes(&c.api) > writes);
+}
+
+/// An Event note over the API server's 1 KiB limit is cut to fit, and a rejection is told once, not on every
+/// rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejection_events_fit_and_are_not_repeated() {
+    let a = backend("a").await;
+    let api = echo_cluster(a.addr).await;
+    // A header match whose regex is invalid; the message quotes it, over 1 KiB.
+    let long = format!("({}", "x".repeat(1500));
+    api.apply(grpc_route(
+        "app",
+        "bad",
+        json!({"rules": [{"matches": [{"headers": [{"type": "RegularExpression", "name": "x-a", "value": long}]}],
+                          "backendRefs": [{"name": "echo", "port": 80}]}]}),
+    ));
+    let c = start(api, None).await;
+    let events = Res::new("events.k8s.io", "v1", "events");
+    eventually("event recorded", || !c.api.list(&events, Some("app")).is_empty()).await;
+    let listed = c.api.list(&events, Some("app"));
+    let note = listed[0]["note"].as_str().unwrap();
+    assert!(note.len() <= 1024, "note of {} bytes", note.len());
+    // Rebuilds: endpoint churn.
+    let (b, rebuilds) = (backend("b").await, c.metrics.reconciles.get());
+    for i in 0..5 {
+        let addr = if i % 2 == 0 { b.addr } else { a.addr };
+        c.api.apply(slice("app", "echo", "echo-1", addr, true));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c.metrics.reconciles.get() >= rebuilds + 3, "the table was rebuilt");
+    let writes = c.api.count(|r| r.res.as_ref() == Some(&events) && matches!(r.verb, Verb::Create | Verb::Patch));
+    assert_eq!(writes, 1, "one Event, never repeated");
+}
+
+/// Lease renewals change nothing for the table: they must not wake the rebuild loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_do_not_rebuild_the_table() {
+    let a = backend("a").await;
+    let api = echo_cluster(a.addr).await;
+    let lease = LeaseConfig { renew_every: Duration::from_millis(50), ..LeaseConfig::new("sb", "leader", "me") };
+    let c = start(api, Some(lease)).await;
+    until_answered_by(c.proxy, "a").await;
+    eventually("leading", || c.metrics.leader.get() == 1).await;
+    eventually("status written", || status(&c.api, "app", "echo").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rebuilds, renewals) = (c.metrics.reconciles.get(), lease_writes(&c.api));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(lease_writes(&c.api) >= renewals + 5, "the lease was renewed meanwhile");
+    assert_eq!(c.metrics.reconciles.get(), rebuilds, "no rebuild for a renewal");
+}
+
+fn lease_writes(api: &ApiServer) -> usize {
+    api.count(|r| r.res.as_ref().is_some_and(|r| r.plural == "leases") && r.verb == Verb::Update)
+}
+
+/// The chart's RBAC is exactly what the controller uses: every request of a run (leader election, status,
+/// Events, every watch) is allowed by the rendered rules, and every verb the rules grant was used, but for
+/// the Event patch (kube's Recorder patches an Event that repeats as a series, which a run here avoids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_rules_grant_exactly_what_the_controller_uses() {
+    let a = backend("a").await;
+    let api = echo_cluster(a.addr).await;
+    api.apply(grpc_route("app", "bad", json!({"rules": "not a list"})));
+    cross_namespace_cluster(&api, a.addr);
+    let lease = LeaseConfig {
+        renew_every: Duration::from_millis(100),
+        ..LeaseConfig::new("switchboard", "switchboard-leader", "me")
+    };
+    let c = start(api, Some(lease)).await;
+    until_answered_by(c.proxy, "a").await;
+    let events = Res::new("events.k8s.io", "v1", "events");
+    eventually("an Event for the bad route", || !c.api.list(&events, Some("app")).is_empty()).await;
+    eventually("grants honoured", || {
+        status(&c.api, "app", "crossns").is_some_and(|s| condition(&s, "ResolvedRefs").0 == "True")
+    })
+    .await;
+    eventually("lease renewed", || lease_writes(&c.api) > 0).await;
+
+    let verb = |v: Verb| match v {
+        Verb::Get => "get",
+        Verb::List => "list",
+        Verb::Watch => "watch",
+        Verb::Create => "create",
+        Verb::Update => "update",
+        Verb::Patch => "patch",
+        Verb::Delete => "delete",
+        Verb::Other => "other",
+    };
+    let used: std::collections::BTreeSet<(String, String, &str)> = c
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb != Verb::Other)
+        .filter_map(|r| {
+            let res = r.res?;
+            let resource = match r.subresource {
+                Some(sub) => format!("{}/{sub}", res.plural),
+                None => res.plural,
+            };
+            Some((res.group, resource, verb(r.verb)))
+        })
+        .collect();
+
+    let manifests =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/switchboard.yaml")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&manifests) {
+        let doc = Value::deserialize(doc).unwrap();
+        if !matches!(doc["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        for rule in doc["rules"].as_array().unwrap() {
+            let strings = |k: &str| -> Vec<String> {
+                rule[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+            };
+            for g in strings("apiGroups") {
+                for r in strings("resources") {
+                    for v in strings("verbs") {
+                        granted.insert((g.clone(), r.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    let granted: std::collections::BTreeSet<(String, String, &str)> =
+        granted.iter().map(|(g, r, v)| (g.clone(), r.clone(), v.as_str())).collect();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(missing.is_empty(), "requests the chart does not allow: {missing:?}");
+    let series = ("events.k8s.io".to_string(), "events".to_string(), "patch");
+    let unused: Vec<_> = granted.difference(&used).filter(|g| **g != series).collect();
+    assert!(unused.is_empty(), "verbs the chart grants but the controller never uses: {unused:?}");
 }

@@ -1,34 +1,36 @@
-//! The in-process controller: watches GrpcRoutes, Services, EndpointSlices and ReferenceGrants, builds a new
-//! table on every change (coalescing bursts) and swaps it into the data plane; the leader writes status.
+//! The in-process controller: watches GrpcRoutes, Services and EndpointSlices (and ReferenceGrants when that
+//! API is there), builds a new table on every change (coalescing bursts) and swaps it into the data plane. A
+//! separate task writes status and Events, only on the leader.
 
 pub mod index;
 pub mod leader;
 pub mod reference_grant;
+mod slim;
 pub mod status;
+pub mod writer;
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
 
-use self::index::{RouteOutcome, Snapshot};
+use self::index::Snapshot;
 use self::leader::LeaseConfig;
 use self::reference_grant::ReferenceGrant;
 use crate::admin::Readiness;
-use crate::crd::{GrpcRoute, GrpcRouteStatus};
+use crate::crd::GrpcRoute;
 use crate::metrics::Metrics;
-use crate::proxy::Routes;
+use crate::proxy::{Routes, Shutdown};
 
 /// What the controller watches and how it writes.
 #[derive(Clone, Debug)]
@@ -43,6 +45,10 @@ pub struct ControllerConfig {
     pub lease: Option<LeaseConfig>,
     /// How long to wait after a change for more changes before rebuilding.
     pub debounce: Duration,
+    /// How often the status writer checks every route again, changed or not.
+    pub status_resync: Duration,
+    /// How often an optional API (ReferenceGrant) that is missing or forbidden is looked for again.
+    pub optional_recheck: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -53,6 +59,8 @@ impl Default for ControllerConfig {
             field_manager: "switchboard".into(),
             lease: None,
             debounce: Duration::from_millis(100),
+            status_resync: Duration::from_secs(300),
+            optional_recheck: Duration::from_secs(60),
         }
     }
 }
@@ -62,19 +70,22 @@ struct Stores {
     routes: Vec<Store<DynamicObject>>,
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
-    grants: Option<Vec<Store<ReferenceGrant>>>,
+    /// Filled in once the ReferenceGrant API is found and readable; `None` until then.
+    grants: Arc<Mutex<Option<Vec<Store<ReferenceGrant>>>>>,
 }
 
 impl Stores {
     fn snapshot(&self) -> Snapshot {
+        let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
         Snapshot {
             routes: self.routes.iter().flat_map(Store::state).collect(),
             services: self.services.iter().flat_map(Store::state).collect(),
             slices: self.slices.iter().flat_map(Store::state).collect(),
-            grants: self.grants.as_ref().map(|g| g.iter().flat_map(Store::state).collect()),
+            grants: grants.as_ref().map(|g| g.iter().flat_map(Store::state).collect()),
         }
     }
 
+    /// Waits for the first list of every required watch. The optional one (ReferenceGrants) never blocks.
     async fn wait_until_ready(&self) {
         for s in &self.routes {
             let _ = s.wait_until_ready().await;
@@ -85,38 +96,67 @@ impl Stores {
         for s in &self.slices {
             let _ = s.wait_until_ready().await;
         }
-        for s in self.grants.iter().flatten() {
-            let _ = s.wait_until_ready().await;
-        }
     }
 }
 
-/// Runs the controller until the process ends. Readiness is set after the first full sync.
+/// Runs the controller until shutdown. Readiness is set after the first full sync. On shutdown the leader
+/// releases its lease before this returns.
 pub async fn run(
     client: Client,
     config: ControllerConfig,
     routes: Arc<Routes>,
     readiness: Arc<Readiness>,
     metrics: Metrics,
+    shutdown: Shutdown,
 ) {
     let changed = Arc::new(Notify::new());
-    let grants_installed = grants_installed(&client).await;
-    if !grants_installed {
-        tracing::info!("ReferenceGrant CRD not installed: cross-namespace backendRefs will be refused");
-    }
-    let stores = start_watches(&client, &config, grants_installed, &changed, &metrics);
+    let route_changed = Arc::new(Notify::new());
+    let stores = start_watches(&client, &config, &changed, &route_changed, &metrics);
+    let optional = OptionalGrants {
+        client: client.clone(),
+        scopes: scopes(&config),
+        slot: stores.grants.clone(),
+        changed: changed.clone(),
+        metrics: metrics.clone(),
+        recheck: config.optional_recheck,
+    };
+    tokio::spawn(optional.run());
 
-    let (leader_tx, mut leader_rx) = watch::channel(config.lease.is_none());
-    if let Some(lease) = config.lease.clone() {
-        tokio::spawn(leader::run(client.clone(), lease, leader_tx));
-    }
+    let (leader_tx, leader_rx) = watch::channel(config.lease.is_none());
+    metrics.leader.set(i64::from(config.lease.is_none()));
+    // Without a lease this replica always leads: the sender stays here, so the writer never sees it close.
+    let (leader_task, _always_leader) = match config.lease.clone() {
+        Some(lease) => {
+            let task = leader::run(client.clone(), lease, leader_tx, metrics.clone(), shutdown.clone());
+            (Some(tokio::spawn(task)), None)
+        }
+        None => (None, Some(leader_tx)),
+    };
     let reporter = Reporter {
         controller: config.field_manager.clone(),
         instance: config.lease.as_ref().map(|l| l.identity.clone()),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let (outcomes_tx, outcomes_rx) = watch::channel(Arc::new(Vec::new()));
+    let writer = writer::Writer {
+        client: client.clone(),
+        field_manager: config.field_manager.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        routes: stores.routes.clone(),
+        metrics: metrics.clone(),
+        resync: config.status_resync,
+    };
+    tokio::spawn(writer.run(outcomes_rx, leader_rx, route_changed, shutdown.clone()));
 
-    stores.wait_until_ready().await;
+    let mut stop = std::pin::pin!(shutdown.into_wait());
+    tokio::select! {
+        _ = stores.wait_until_ready() => {}
+        _ = &mut stop => {
+            if let Some(task) = leader_task {
+                let _ = task.await;
+            }
+            return;
+        }
+    }
     let mut synced = false;
     loop {
         let started = std::time::Instant::now();
@@ -134,17 +174,23 @@ pub async fn run(
             readiness.set_synced();
             tracing::info!(routes = outcomes.len(), rules, "first route sync done");
         }
-        let leading = *leader_rx.borrow_and_update();
-        metrics.leader.set(i64::from(leading));
-        if leading {
-            write_statuses(&client, &config, &recorder, &snapshot, &outcomes, &metrics).await;
-        }
+        // The status writer wakes only when some route's outcome changed.
+        outcomes_tx.send_if_modified(|current| {
+            let modified = **current != outcomes;
+            if modified {
+                *current = Arc::new(outcomes);
+            }
+            modified
+        });
         tokio::select! {
             _ = changed.notified() => {}
-            _ = leader_rx.changed() => {}
+            _ = &mut stop => break,
         }
         // Coalesce a burst of changes into one rebuild.
         tokio::time::sleep(config.debounce).await;
+    }
+    if let Some(task) = leader_task {
+        let _ = task.await;
     }
 }
 
@@ -158,7 +204,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
     let slices = Api::<EndpointSlice>::all(client.clone()).list(&lp).await?;
     let grants = match Api::<ReferenceGrant>::all(client.clone()).list(&lp).await {
         Ok(g) => Some(g.items.into_iter().map(Arc::new).collect()),
-        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => None,
         Err(e) => return Err(e),
     };
     Ok(Snapshot {
@@ -169,45 +215,122 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
     })
 }
 
-async fn grants_installed(client: &Client) -> bool {
-    let api: Api<ReferenceGrant> = Api::all(client.clone());
-    !matches!(api.list(&ListParams::default().limit(1)).await, Err(kube::Error::Api(e)) if e.code == 404)
+fn scopes(config: &ControllerConfig) -> Vec<Option<String>> {
+    if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    }
 }
 
+/// Starts every required watch. `changed` hears of every event; `route_changed` of GrpcRoute events only
+/// (the status writer checks what is stored).
 fn start_watches(
     client: &Client,
     config: &ControllerConfig,
-    grants: bool,
     changed: &Arc<Notify>,
+    route_changed: &Arc<Notify>,
     metrics: &Metrics,
 ) -> Stores {
-    let scopes: Vec<Option<&str>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
     let route_ar = ApiResource::erase::<GrpcRoute>(&());
     let mut route_cfg = watcher::Config::default();
     if let Some(sel) = &config.label_selector {
         route_cfg = route_cfg.labels(sel);
     }
-    let mut stores = Stores { routes: vec![], services: vec![], slices: vec![], grants: grants.then(Vec::new) };
-    for scope in scopes {
+    let mut stores = Stores { routes: vec![], services: vec![], slices: vec![], grants: Default::default() };
+    for scope in scopes(config) {
+        let scope = scope.as_deref();
         let api = match scope {
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &route_ar),
             None => Api::<DynamicObject>::all_with(client.clone(), &route_ar),
         };
         let writer = reflector::store::Writer::new(route_ar.clone());
         stores.routes.push(writer.as_reader());
-        let stream = watcher(api, route_cfg.clone()).default_backoff().reflect(writer);
-        tokio::spawn(drive(stream, changed.clone(), "grpcroutes", metrics.clone()));
-        stores.services.push(watch_typed::<Service>(client, scope, changed, "services", metrics));
-        stores.slices.push(watch_typed::<EndpointSlice>(client, scope, changed, "endpointslices", metrics));
-        if let Some(g) = stores.grants.as_mut() {
-            g.push(watch_typed::<ReferenceGrant>(client, scope, changed, "referencegrants", metrics));
-        }
+        let stream = watcher(api, route_cfg.clone()).default_backoff().modify(slim::route).reflect(writer);
+        let wake = vec![changed.clone(), route_changed.clone()];
+        tokio::spawn(drive(stream, wake, "grpcroutes", metrics.clone()));
+        stores.services.push(watch_typed(client, scope, changed, "services", metrics, slim::service));
+        stores.slices.push(watch_typed(client, scope, changed, "endpointslices", metrics, slim::slice));
     }
     stores
+}
+
+/// The ReferenceGrant API, which a cluster may not have (the Gateway API CRDs are optional) or may not let us
+/// read (a namespaced install with Role-only RBAC).
+struct OptionalGrants {
+    client: Client,
+    scopes: Vec<Option<String>>,
+    slot: Arc<Mutex<Option<Vec<Store<ReferenceGrant>>>>>,
+    changed: Arc<Notify>,
+    metrics: Metrics,
+    recheck: Duration,
+}
+
+impl OptionalGrants {
+    /// Looks for the API by discovery (which every client may read), then checks that each scope may be
+    /// listed. Missing or forbidden, it is an empty set (cross-namespace refs refused) that never holds up
+    /// readiness, looked for again every `recheck`; once found, its watches start.
+    async fn run(self) {
+        let mut last_reason = String::new();
+        loop {
+            match self.readable().await {
+                Ok(()) => {
+                    let stores = self
+                        .scopes
+                        .iter()
+                        .map(|s| {
+                            watch_typed(
+                                &self.client,
+                                s.as_deref(),
+                                &self.changed,
+                                "referencegrants",
+                                &self.metrics,
+                                slim::grant,
+                            )
+                        })
+                        .collect();
+                    *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
+                    tracing::info!("ReferenceGrants watched: cross-namespace backendRefs follow them");
+                    self.changed.notify_one();
+                    return;
+                }
+                Err(reason) if reason != last_reason => {
+                    tracing::info!(%reason, recheck = ?self.recheck, "ReferenceGrants unavailable: cross-namespace backendRefs are refused");
+                    last_reason = reason;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(self.recheck).await;
+        }
+    }
+
+    /// Whether the API is served and listable in every scope; why not, otherwise.
+    async fn readable(&self) -> Result<(), String> {
+        let gv = format!("{}/{}", ReferenceGrant::group(&()), ReferenceGrant::version(&()));
+        let resources = match self.client.list_api_group_resources(&gv).await {
+            Ok(r) => r,
+            Err(kube::Error::Api(e)) if e.code == 404 => return Err(format!("{gv} is not served (CRD not installed)")),
+            Err(e) => return Err(format!("discovery of {gv} failed: {e}")),
+        };
+        let plural = ReferenceGrant::plural(&());
+        if !resources.resources.iter().any(|r| r.name == plural) {
+            return Err(format!("{gv} does not serve {plural}"));
+        }
+        for scope in &self.scopes {
+            let api: Api<ReferenceGrant> = match scope {
+                Some(ns) => Api::namespaced(self.client.clone(), ns),
+                None => Api::all(self.client.clone()),
+            };
+            if let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
+                let at = scope.as_deref().map_or("cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
+                return Err(match e {
+                    kube::Error::Api(e) => format!("listing {plural} {at}: {} {}", e.code, e.reason),
+                    e => format!("listing {plural} {at}: {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 fn watch_typed<K>(
@@ -216,6 +339,7 @@ fn watch_typed<K>(
     changed: &Arc<Notify>,
     kind: &'static str,
     metrics: &Metrics,
+    slim: fn(&mut K),
 ) -> Store<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -226,12 +350,12 @@ where
         None => Api::<K>::all(client.clone()),
     };
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    tokio::spawn(drive(stream, changed.clone(), kind, metrics.clone()));
+    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(slim).reflect(writer);
+    tokio::spawn(drive(stream, vec![changed.clone()], kind, metrics.clone()));
     reader
 }
 
-async fn drive<K, S>(stream: S, changed: Arc<Notify>, kind: &'static str, metrics: Metrics)
+async fn drive<K, S>(stream: S, wake: Vec<Arc<Notify>>, kind: &'static str, metrics: Metrics)
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
@@ -242,70 +366,12 @@ where
         match event {
             Ok(_) => {
                 events.inc();
-                changed.notify_one();
+                wake.iter().for_each(|w| w.notify_one());
             }
             // The stream retries with backoff (and relists on 410 Gone) by itself.
             Err(e) => {
                 errors.inc();
                 tracing::warn!(kind, error = %e, "watch failed; retrying");
-            }
-        }
-    }
-}
-
-/// Writes each route's status when it differs from what is stored, and an Event when a route is rejected.
-async fn write_statuses(
-    client: &Client,
-    config: &ControllerConfig,
-    recorder: &Recorder,
-    snapshot: &Snapshot,
-    outcomes: &[RouteOutcome],
-    metrics: &Metrics,
-) {
-    let ar = ApiResource::erase::<GrpcRoute>(&());
-    let now = k8s_openapi::jiff::Timestamp::now();
-    // Stored times have second precision; computing with the same keeps unchanged statuses identical.
-    let now = Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
-    for outcome in outcomes {
-        let Some(obj) = snapshot.routes.iter().find(|o| {
-            o.metadata.name.as_deref() == Some(outcome.id.name.as_str())
-                && o.metadata.namespace.as_deref() == Some(outcome.id.namespace.as_str())
-        }) else {
-            continue;
-        };
-        let previous: Option<GrpcRouteStatus> =
-            obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
-        let next = status::compute(outcome, previous.as_ref(), &now);
-        if previous.as_ref() == Some(&next) {
-            continue;
-        }
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &outcome.id.namespace, &ar);
-        let patch =
-            serde_json::json!({ "apiVersion": "switchboard.dev/v1alpha1", "kind": "GrpcRoute", "status": next });
-        let params = PatchParams::apply(&config.field_manager).force();
-        match api.patch_status(&outcome.id.name, &params, &Patch::Apply(&patch)).await {
-            Ok(_) => {
-                metrics.status_writes.with_label_values(&["ok"]).inc();
-                tracing::debug!(route = %outcome.id, "status written");
-            }
-            Err(e) => {
-                metrics.status_writes.with_label_values(&["error"]).inc();
-                tracing::warn!(route = %outcome.id, error = %e, "status write failed");
-            }
-        }
-        let was_accepted = previous.as_ref().is_none_or(status::is_accepted);
-        if !status::is_accepted(&next) && was_accepted {
-            let message = next.conditions.first().map(|c| c.message.clone()).unwrap_or_default();
-            tracing::error!(route = %outcome.id, error = %message, "route rejected");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "RouteRejected".into(),
-                note: Some(message),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &obj.object_ref(&ar)).await {
-                tracing::warn!(route = %outcome.id, error = %e, "event not recorded");
             }
         }
     }
