@@ -69,22 +69,25 @@ events.k8s.io/v1 Events (create, then patch to count repeats); the core group is
 that still write v1 Events.
 */}}
 {{- define "switchboard.watchRules" -}}
+# Exactly what the controller calls (tests/controller.rs checks the rendered rules against a run's requests):
+# reflectors list and watch; status is a server-side apply patch; Events go through events.k8s.io (created,
+# and patched when the same Event repeats as a series).
 - apiGroups: ["switchboard.dev"]
   resources: ["grpcroutes"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["switchboard.dev"]
   resources: ["grpcroutes/status"]
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["referencegrants"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["events.k8s.io", ""]
+  verbs: ["list", "watch"]
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
