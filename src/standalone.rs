@@ -129,19 +129,39 @@ pub fn load(path: &Path, routes: &Routes) -> Result<usize, FileError> {
 
 /// Polls `path` and swaps in a new table whenever its contents change. A file that fails to read or parse
 /// is reported and the current table keeps serving.
+///
+/// A change is loaded once the file reads the same on two polls in a row: an editor or `cp` truncates the
+/// file and then writes it, and a poll between the two would otherwise load an empty or half-written file
+/// (an empty file is a valid routes file with no routes: every call UNIMPLEMENTED).
 pub async fn watch(path: PathBuf, routes: Arc<Routes>, interval: Duration) {
-    let mut last = std::fs::read(&path).ok();
+    let mut loaded = std::fs::read(&path).ok();
+    let mut seen = loaded.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let current = std::fs::read(&path).ok();
-        if current == last {
+        let settled = current == seen;
+        seen = current;
+        if !settled || seen == loaded {
             continue;
         }
-        last = current;
-        match load(&path, &routes) {
-            Ok(rules) => tracing::info!(path = %path.display(), rules, "routes reloaded"),
+        loaded = seen.clone();
+        let parsed = match &loaded {
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => parse_routes(&path, text),
+                Err(e) => Err(FileError::Read { path: path.clone(), source: std::io::Error::other(e) }),
+            },
+            None => read_routes(&path),
+        };
+        match parsed {
+            Ok(parsed) => {
+                let (table, reports) = build_table(&parsed);
+                log_reports(&reports);
+                let rules = table.rules().len();
+                routes.swap(table);
+                tracing::info!(path = %path.display(), rules, "routes reloaded");
+            }
             Err(e) => tracing::error!(error = %e, "routes file not reloaded; the previous table keeps serving"),
         }
     }
