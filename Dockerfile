@@ -2,8 +2,8 @@
 # The switchboard image (`make image`); the Helm chart's default image is this one, tagged with the crate's
 # version.
 #
-# Build stage: .ci/build-release.sh, the same script CI runs, so the build is exercised on every change even
-# where no container engine runs. It builds with glibc, not as a static musl binary: the project's toolchain
+# Build stage: .ci/build-release.sh, whose checks CI runs on every change (on the dev build) even where no
+# container engine runs. It builds with glibc, not as a static musl binary: the project's toolchain
 # has no musl target, and ring's C code would need a musl C toolchain too. The runtime stage is therefore
 # distroless/cc (glibc, libgcc_s, CA certificates, tzdata; no shell, no package manager) from the same Debian
 # release as the build stage, so the glibc versions match; the script refuses a binary that needs anything
