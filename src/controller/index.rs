@@ -47,41 +47,63 @@ pub struct RouteOutcome {
 }
 
 /// A route as read: identity, generation, the typed route (or why not), creation time.
-type Parsed = (RouteId, Option<i64>, Result<GrpcRoute, String>, Option<String>);
+type Parsed = (RouteId, Option<i64>, Arc<Result<GrpcRoute, String>>, Option<String>);
+
+/// GrpcRoutes already read into the typed form, by namespace/name and resourceVersion, so that a rebuild
+/// (most are for endpoint changes) reads only the routes that changed.
+#[derive(Debug, Default)]
+pub struct RouteCache(HashMap<(String, String), (String, Arc<Result<GrpcRoute, String>>)>);
 
 /// Builds the table from a snapshot. Routes are ordered oldest first, then by `namespace/name`.
 pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
+    build_cached(snapshot, &mut RouteCache::default())
+}
+
+/// [`build`], reading only the routes that changed since the build that filled `cache`.
+pub fn build_cached(snapshot: &Snapshot, cache: &mut RouteCache) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
+    let mut next = HashMap::with_capacity(snapshot.routes.len());
     let mut parsed: Vec<Parsed> = snapshot
         .routes
         .iter()
         .map(|obj| {
             let id = RouteId { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() };
             let created = obj.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
-            let route = serde_json::to_value(obj.as_ref())
-                .and_then(serde_json::from_value::<GrpcRoute>)
-                .map_err(|e| format!("invalid GrpcRoute: {e}"));
+            let key = (id.namespace.clone(), id.name.clone());
+            let version = obj.metadata.resource_version.clone();
+            let cached = cache.0.remove(&key).filter(|(v, _)| Some(v) == version.as_ref()).map(|(_, r)| r);
+            let route = cached.unwrap_or_else(|| {
+                Arc::new(
+                    serde_json::to_value(obj.as_ref())
+                        .and_then(serde_json::from_value::<GrpcRoute>)
+                        .map_err(|e| format!("invalid GrpcRoute: {e}")),
+                )
+            });
+            if let Some(v) = version {
+                next.insert(key, (v, route.clone()));
+            }
             (id, obj.metadata.generation, route, created)
         })
         .collect();
+    cache.0 = next;
     // Oldest first; a missing timestamp sorts last. Ties by namespace/name.
     parsed.sort_by(|a, b| (a.3.is_none(), &a.3, &a.0).cmp(&(b.3.is_none(), &b.3, &b.0)));
 
     let resolver = ClusterResolver::new(snapshot);
     let valid: Vec<(&RouteId, &GrpcRoute)> =
-        parsed.iter().filter_map(|(id, _, r, _)| r.as_ref().ok().map(|r| (id, r))).collect();
+        parsed.iter().filter_map(|(id, _, r, _)| r.as_ref().as_ref().ok().map(|r| (id, r))).collect();
     let inputs: Vec<RouteInput<'_>> = valid.iter().map(|(id, r)| RouteInput { id, spec: &r.spec }).collect();
     let out = table::build(&inputs, &resolver);
     let mut reports: HashMap<RouteId, RouteReport> = out.reports.into_iter().map(|r| (r.id.clone(), r)).collect();
     let outcomes = parsed
         .into_iter()
         .map(|(id, generation, route, _)| {
-            let (report, rules) = match route {
+            let (report, rules) = match route.as_ref() {
                 Ok(r) => {
                     let report = reports.remove(&id).expect("one report per valid route");
                     let rules = if report.accepted.is_ok() { r.spec.rules.len() } else { 0 };
                     (Ok(report), rules)
                 }
-                Err(e) => (Err(e), 0),
+                Err(e) => (Err(e.clone()), 0),
             };
             RouteOutcome { id, generation, report, rules }
         })

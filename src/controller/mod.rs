@@ -158,10 +158,11 @@ pub async fn run(
         }
     }
     let mut synced = false;
+    let mut parsed = index::RouteCache::default();
     loop {
         let started = std::time::Instant::now();
         let snapshot = stores.snapshot();
-        let (table, outcomes) = index::build(&snapshot);
+        let (table, outcomes) = index::build_cached(&snapshot, &mut parsed);
         let rules = table.rules().len();
         routes.swap(table);
         metrics.reconciles.inc();

@@ -24,6 +24,8 @@ pub struct Bound {
     unknown: Arc<MethodMetrics>,
     /// By the address of a target's name (unique per target within this table).
     backends: HashMap<usize, Arc<BackendMetrics>>,
+    /// The same handles by (route, backend) label values, for the next table to reuse.
+    backend_labels: HashMap<(String, String), Arc<BackendMetrics>>,
 }
 
 impl Deref for Bound {
@@ -34,20 +36,27 @@ impl Deref for Bound {
 }
 
 impl Bound {
-    fn new(table: ProxyTable, metrics: &Metrics) -> Self {
+    /// Resolves the metric handles of `table`, reusing those of `previous` (a label lookup in the registry
+    /// costs a lock and an allocation; at thousands of backends, re-resolving every handle on each rebuild was
+    /// most of the rebuild).
+    fn new(table: ProxyTable, metrics: &Metrics, previous: Option<&Bound>) -> Self {
         let mut methods = HashMap::new();
         let mut services = HashMap::new();
         for (service, method) in table.known_methods() {
             match method {
                 Some(m) => {
-                    methods.insert(format!("/{service}/{m}"), metrics.method(service, m));
+                    let path = format!("/{service}/{m}");
+                    let handles = previous.and_then(|p| p.methods.get(&path)).cloned();
+                    methods.insert(path, handles.unwrap_or_else(|| metrics.method(service, m)));
                 }
                 None => {
-                    services.insert(service.to_string(), metrics.method(service, UNKNOWN));
+                    let handles = previous.and_then(|p| p.services.get(service)).cloned();
+                    services.insert(service.to_string(), handles.unwrap_or_else(|| metrics.method(service, UNKNOWN)));
                 }
             }
         }
         let mut backends = HashMap::new();
+        let mut backend_labels = HashMap::new();
         for rule in table.rules() {
             let route = rule.route.to_string();
             for t in rule.backends.targets() {
@@ -55,10 +64,17 @@ impl Bound {
                     Target::Backend(b) => &b.name,
                     Target::Unresolved { name, .. } => name,
                 };
-                backends.insert(name_key(name), metrics.backend(&route, name));
+                let key = (route.clone(), name.to_string());
+                let handles = previous
+                    .and_then(|p| p.backend_labels.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| metrics.backend(&route, name));
+                backends.insert(name_key(name), handles.clone());
+                backend_labels.insert(key, handles);
             }
         }
-        Self { table, methods, services, unknown: metrics.method(UNKNOWN, UNKNOWN), backends }
+        let unknown = previous.map_or_else(|| metrics.method(UNKNOWN, UNKNOWN), |p| p.unknown.clone());
+        Self { table, methods, services, unknown, backends, backend_labels }
     }
 
     /// Handles for a call's method: the method if the table names it, else its service, else `unknown`.
@@ -97,18 +113,19 @@ impl Routes {
 
     /// An empty table over `pools`, counting into `metrics`.
     pub fn with_metrics(pools: Pools, metrics: Metrics) -> Self {
-        let empty = Bound::new(Table::default(), &metrics);
+        let empty = Bound::new(Table::default(), &metrics, None);
         Self { current: ArcSwap::from_pointee(empty), pools, metrics, generation: AtomicU64::new(0) }
     }
 
     /// Binds a freshly built table to the connection pools and makes it current.
     pub fn swap(&self, table: Table<EndpointAddr>) {
         let mut bound = table.map_endpoints(|addr| self.pools.endpoint(addr));
-        bound.inherit_retries(&self.current.load().table);
+        let previous = self.current.load();
+        bound.inherit_retries(&previous.table);
         self.metrics.table_rules.set(bound.rules().len() as i64);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.metrics.table_updated.set(now.as_secs() as i64);
-        self.current.store(Arc::new(Bound::new(bound, &self.metrics)));
+        self.current.store(Arc::new(Bound::new(bound, &self.metrics, Some(&previous))));
         self.generation.fetch_add(1, Ordering::Release);
     }
 

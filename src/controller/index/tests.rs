@@ -396,3 +396,28 @@ mod as_kubernetes_writes_them {
         assert_eq!(resolve(vec![k8s_service("echo", portless)], slices, 7000), ["10.244.0.5:7000"]);
     }
 }
+
+#[test]
+fn the_route_cache_rereads_only_changed_routes() {
+    let versioned = |rv: &str, svc: &str| {
+        let mut r = route("app", "r", 1, to(svc, None, 80));
+        Arc::make_mut(&mut r).metadata.resource_version = Some(rv.into());
+        r
+    };
+    let services = vec![service("app", "a", &[(80, None)]), service("app", "b", &[(80, None)])];
+    let snap = |r| Snapshot { routes: vec![r], services: services.clone(), slices: vec![], grants: None };
+    let backend = |t: &Table<EndpointAddr>| match t.rules()[0].backends.targets().next().unwrap() {
+        Target::Backend(b) => b.name.to_string(),
+        Target::Unresolved { name, .. } => name.to_string(),
+    };
+    let mut cache = RouteCache::default();
+    let (t, _) = build_cached(&snap(versioned("1", "a")), &mut cache);
+    assert_eq!(backend(&t), "app/a:80");
+    // Same resourceVersion: the stored object cannot have changed, the cached parse is used.
+    let (t, _) = build_cached(&snap(versioned("1", "b")), &mut cache);
+    assert_eq!(backend(&t), "app/a:80", "read from the cache");
+    let (t, _) = build_cached(&snap(versioned("2", "b")), &mut cache);
+    assert_eq!(backend(&t), "app/b:80", "a new version is read again");
+    let (_, outcomes) = build_cached(&Snapshot::default(), &mut cache);
+    assert!(outcomes.is_empty() && cache.0.is_empty(), "deleted routes leave the cache");
+}
