@@ -255,9 +255,11 @@ impl Metrics {
     pub fn backend(&self, route: &str, backend: &str) -> Arc<BackendMetrics> {
         Arc::new(BackendMetrics {
             requests: self.route_requests.with_label_values(&[route, backend]),
-            responses: std::array::from_fn(|code| {
-                self.route_responses.with_label_values(&[route, backend, CODES[code]])
-            }),
+            responses: LazyCodes {
+                vec: self.route_responses.clone(),
+                labels: [route.to_string(), backend.to_string()],
+                codes: Default::default(),
+            },
             latency: self.backend_latency.with_label_values(&[route, backend]),
         })
     }
@@ -356,8 +358,26 @@ impl MethodMetrics {
 #[derive(Debug)]
 pub struct BackendMetrics {
     requests: IntCounter,
-    responses: [IntCounter; 17],
+    responses: LazyCodes,
     latency: Histogram,
+}
+
+/// One counter per gRPC code, each registered the first time its code is seen: with thousands of
+/// route/backend pairs, seventeen series each (mostly zeros) were most of the process's memory and of every
+/// scrape. After the first call with a code, counting takes no lock.
+#[derive(Debug)]
+struct LazyCodes {
+    vec: IntCounterVec,
+    labels: [String; 2],
+    codes: [std::sync::OnceLock<IntCounter>; 17],
+}
+
+impl LazyCodes {
+    fn inc(&self, code: u8) {
+        let i = usize::from(code.min(16));
+        let [route, backend] = &self.labels;
+        self.codes[i].get_or_init(|| self.vec.with_label_values(&[route, backend, CODES[i]])).inc();
+    }
 }
 
 impl BackendMetrics {
@@ -373,6 +393,6 @@ impl BackendMetrics {
 
     /// The backend's call ended with `code`.
     pub fn response(&self, code: u8) {
-        self.responses[usize::from(code.min(16))].inc();
+        self.responses.inc(code);
     }
 }

@@ -91,7 +91,7 @@ fn exported(text: &str) -> BTreeSet<String> {
 fn exposition() -> String {
     let m = Metrics::new();
     m.method("svc", "m");
-    m.backend("ns/r", "b");
+    m.backend("ns/r", "b").response(0);
     m.local_response("no_route");
     m.connect_failures.with_label_values(&["backend"]).inc();
     m.watch_events.with_label_values(&["grpcroutes"]).inc();
