@@ -53,7 +53,9 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let readiness = Readiness::new(health);
     let metrics = Metrics::new();
     let pools = Pools::new(args.pool_settings()).with_metrics(metrics.pool());
-    let routes = Arc::new(Routes::with_metrics(pools, metrics.clone()));
+    let routes = Arc::new(
+        Routes::with_metrics(pools, metrics.clone()).max_methods_per_service(args.max_methods_per_service as usize),
+    );
     // Standalone: the file must load before we listen. Cluster: readiness waits for the first sync.
     let client = match &args.routes {
         Some(path) => {
@@ -66,6 +68,11 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
                 .await
                 .map_err(|e| Fatal::Usage(format!("no --routes file and no Kubernetes configuration: {e}")))?,
         ),
+    };
+
+    let tls = match args.server_tls_files() {
+        Some(files) => Some(Arc::new(crate::tls::ServerTls::load(files).map_err(|e| Fatal::Usage(e.to_string()))?)),
+        None => None,
     };
 
     let listener = TcpListener::bind(args.listen)
@@ -91,13 +98,18 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         (None, None) => unreachable!("a client exists unless a routes file was given"),
     };
 
-    let server = Server::new(Forwarder::new(routes))
+    let mut server = Server::new(Forwarder::new(routes))
         .service("grpc.health.v1.Health", TowerHandler(health_service))
         .settings(args.server_settings())
         .connection_metrics(ConnectionMetrics {
             open: metrics.downstream_connections.clone(),
             closed: metrics.downstream_closed.clone(),
         });
+    if let Some(tls) = tls {
+        tracing::info!(client_certificates = tls.verifies_clients(), "client TLS");
+        tokio::spawn(tls.clone().watch(args.reload_interval));
+        server = server.tls(tls);
+    }
     let serving = tokio::spawn(server.serve(listener, shutdown));
     readiness.set_listening();
     // The bound addresses: with port 0 in the flags, this line says which ports were chosen.

@@ -68,7 +68,18 @@ pub struct RunArgs {
     /// Address of the admin listener (/healthz, /readyz).
     #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "0.0.0.0:9090")]
     pub admin: SocketAddr,
-    /// How often the routes file is checked for changes.
+    /// Client TLS: PEM certificate chain (leaf first) served to clients, reloaded when it changes. Without it,
+    /// clients speak cleartext HTTP/2 (h2c).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client TLS: PEM private key of `--tls-cert`, reloaded with it.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Client TLS: PEM CA bundle; every client must present a certificate that chains to it (mTLS), and rules
+    /// may admit only some client identities (`clientIdentities`). Reloaded when it changes.
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the routes file and the TLS files are checked for changes.
     #[arg(long, env = "SWITCHBOARD_RELOAD_INTERVAL", default_value = "1s", value_parser = positive)]
     pub reload_interval: Duration,
     /// After SIGTERM, how long to keep accepting calls with readiness already false, so load balancers and
@@ -146,6 +157,11 @@ pub struct RunArgs {
     /// Most endpoints of a backend ejected at once, in percent (one may always be).
     #[arg(long, env = "SWITCHBOARD_OUTLIER_MAX_EJECTION_PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub outlier_max_ejection_percent: u32,
+    /// Methods per service that get their own `grpc_method` label when a rule routes the whole service: a
+    /// method is labelled once a backend answered it with anything but UNIMPLEMENTED; beyond this many,
+    /// `other`. 0 labels every such call `unknown`.
+    #[arg(long, env = "SWITCHBOARD_MAX_METHODS_PER_SERVICE", default_value_t = 100)]
+    pub max_methods_per_service: u32,
     /// Worker threads (default: the CPUs this process may run on).
     #[arg(long, env = "SWITCHBOARD_WORKERS")]
     pub workers: Option<usize>,
@@ -173,6 +189,15 @@ impl RunArgs {
             }),
             ..Default::default()
         }
+    }
+
+    /// The client TLS files, when client TLS is on.
+    pub fn server_tls_files(&self) -> Option<crate::tls::ServerTlsFiles> {
+        Some(crate::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// Settings for client connections.
@@ -295,5 +320,15 @@ mod tests {
             assert!(e.contains("must be greater than zero"), "{flag}: {e}");
         }
         assert_eq!(run_args(&["--shutdown-delay", "0s"]).unwrap().shutdown_delay, Duration::ZERO, "no delay is fine");
+    }
+
+    #[test]
+    fn tls_files_come_together() {
+        assert_eq!(run_args(&[]).unwrap().server_tls_files(), None);
+        for alone in [&["--tls-cert", "c.pem"][..], &["--tls-key", "k.pem"], &["--tls-client-ca", "ca.pem"]] {
+            assert!(run_args(alone).is_err(), "{alone:?} needs the others");
+        }
+        let files = run_args(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().server_tls_files().unwrap();
+        assert_eq!((files.cert.to_str(), files.client_ca), (Some("c.pem"), None));
     }
 }

@@ -162,6 +162,13 @@ pub struct GrpcRouteRule {
     /// Retries of unary calls that fail with one of the given codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Only clients whose TLS certificate names one of these identities may call: a URI subject alternative
+    /// name such as a SPIFFE ID (`spiffe://cluster.local/ns/shop/sa/web`, compared exactly) or a DNS one
+    /// (case-insensitive). Other clients, and clients without a certificate, get PERMISSION_DENIED. Needs
+    /// client TLS with client certificates (`--tls-client-ca`). Absent: every client may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 512)))]
+    pub client_identities: Option<Vec<String>>,
 }
 
 /// Which calls a rule applies to.

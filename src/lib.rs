@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod standalone;
 pub mod table;
+pub mod tls;

@@ -13,12 +13,16 @@ use prometheus::{
 /// Label value for methods and services the route table does not name.
 pub const UNKNOWN: &str = "unknown";
 
+/// Label value for the methods of a service beyond its cap of learned methods (`--max-methods-per-service`).
+pub const OTHER: &str = "other";
+
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Why switchboard answered a call itself.
-pub const LOCAL_REASONS: [&str; 9] = [
+pub const LOCAL_REASONS: [&str; 10] = [
     "no_route",
+    "permission_denied",
     "no_endpoints",
     "connect_failed",
     "upstream_failed",
@@ -190,7 +194,7 @@ impl Metrics {
                 &r,
                 "switchboard_downstream_connections_closed_total",
                 "Client connections switchboard closed, by reason: handshake_timeout, idle, keepalive_timeout, \
-                 max_connections, premature_resets.",
+                 max_connections, premature_resets, tls_handshake_failed.",
                 &["reason"],
             ),
             runtime_tasks: gauge(&r, "switchboard_runtime_tasks", "Tasks alive in the runtime."),

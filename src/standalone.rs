@@ -1,5 +1,7 @@
-//! Standalone mode: routes from a file of GrpcRoute YAML documents, reloaded when the file changes.
+//! Standalone mode: routes from a file of GrpcRoute YAML documents, reloaded when the file changes. The file
+//! may also hold `BackendTLS` documents: which backendRefs are reached over TLS, and how.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +10,11 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::crd::{BackendObjectRef, GrpcRoute};
-use crate::proxy::Routes;
+use crate::proxy::{Policies, Routes, RuleIdentities};
 use crate::table::{
     self, Backend, EndpointAddr, Resolve, RouteId, RouteInput, RouteReport, Table, Unresolved, UnresolvedReason,
 };
+use crate::tls::{BackendTls, BackendTlsSettings};
 
 /// A routes file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +39,53 @@ pub enum FileError {
     },
 }
 
+/// A `BackendTLS` document's spec: how switchboard reaches some backendRefs over TLS.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTlsSpec {
+    /// The backendRefs it applies to, by name and port as the routes write them.
+    pub backends: Vec<BackendTarget>,
+    /// PEM CA bundle the backend's certificate must chain to (a relative path is relative to the file).
+    pub ca_file: PathBuf,
+    /// Name sent as SNI and that the backend's certificate must carry; default: the backendRef's name.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM certificate chain presented to the backend (mTLS), with `clientKeyFile`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `clientCertFile`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// A backendRef a `BackendTLS` document applies to.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTarget {
+    /// Host name or IP address.
+    pub name: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// The documents of a routes file.
+#[derive(Clone, Debug, Default)]
+pub struct RoutesFile {
+    /// GrpcRoutes, in file order.
+    pub routes: Vec<GrpcRoute>,
+    /// `BackendTLS` specs with their 1-based document numbers.
+    pub backend_tls: Vec<(usize, BackendTlsSpec)>,
+}
+
 /// Parses every GrpcRoute document in `text` (documents separated by `---`; empty ones are skipped).
 pub fn parse_routes(path: &Path, text: &str) -> Result<Vec<GrpcRoute>, FileError> {
+    parse_file(path, text).map(|f| f.routes)
+}
+
+/// Parses every GrpcRoute and `BackendTLS` document in `text`.
+pub fn parse_file(path: &Path, text: &str) -> Result<RoutesFile, FileError> {
     let mut routes = Vec::new();
+    let mut backend_tls = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let err = |message: String| FileError::Parse { path: path.to_owned(), doc: i + 1, message };
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.to_string()))?;
@@ -47,9 +94,17 @@ pub fn parse_routes(path: &Path, text: &str) -> Result<Vec<GrpcRoute>, FileError
         }
         let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
         let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+        if api_version == "switchboard.dev/v1alpha1" && kind == "BackendTLS" {
+            let spec = value.get("spec").cloned().ok_or_else(|| err("BackendTLS needs a spec".into()))?;
+            let spec: BackendTlsSpec =
+                serde_yaml::from_value(spec).map_err(|e| err(format!("BackendTLS spec: {e}")))?;
+            backend_tls.push((i + 1, spec));
+            continue;
+        }
         if api_version != "switchboard.dev/v1alpha1" || kind != "GrpcRoute" {
             return Err(err(format!(
-                "expected apiVersion switchboard.dev/v1alpha1 and kind GrpcRoute, found {api_version:?} {kind:?}"
+                "expected apiVersion switchboard.dev/v1alpha1 and kind GrpcRoute (or BackendTLS), found \
+                 {api_version:?} {kind:?}"
             )));
         }
         let route: GrpcRoute = serde_yaml::from_value(value).map_err(|e| err(e.to_string()))?;
@@ -58,13 +113,57 @@ pub fn parse_routes(path: &Path, text: &str) -> Result<Vec<GrpcRoute>, FileError
         }
         routes.push(route);
     }
-    Ok(routes)
+    Ok(RoutesFile { routes, backend_tls })
+}
+
+/// Reads and parses a routes file's GrpcRoutes.
+pub fn read_routes(path: &Path) -> Result<Vec<GrpcRoute>, FileError> {
+    read_file(path).map(|f| f.routes)
 }
 
 /// Reads and parses a routes file.
-pub fn read_routes(path: &Path) -> Result<Vec<GrpcRoute>, FileError> {
+pub fn read_file(path: &Path) -> Result<RoutesFile, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })?;
-    parse_routes(path, &text)
+    parse_file(path, &text)
+}
+
+fn addr_of(name: &str, port: u16) -> EndpointAddr {
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => EndpointAddr::Socket((ip, port).into()),
+        Err(_) => EndpointAddr::Host { host: name.into(), port },
+    }
+}
+
+/// The policies of a routes file at `path`: the rules' allow-lists, and the backends' TLS with its files read.
+pub fn policies(path: &Path, file: &RoutesFile) -> Result<Policies, FileError> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut loaded: HashMap<BackendTlsSettings, Arc<BackendTls>> = HashMap::new();
+    let mut backend_tls = HashMap::new();
+    for (doc, spec) in &file.backend_tls {
+        let err = |message: String| FileError::Parse { path: path.to_owned(), doc: *doc, message };
+        let client_cert = match (&spec.client_cert_file, &spec.client_key_file) {
+            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+            (None, None) => None,
+            _ => return Err(err("clientCertFile and clientKeyFile go together".into())),
+        };
+        for target in &spec.backends {
+            let settings = BackendTlsSettings {
+                ca: base.join(&spec.ca_file),
+                server_name: spec.server_name.clone().unwrap_or_else(|| target.name.clone()),
+                client_cert: client_cert.clone(),
+            };
+            let tls = match loaded.get(&settings) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = Arc::new(BackendTls::load(settings.clone()).map_err(|e| err(e.to_string()))?);
+                    loaded.insert(settings, t.clone());
+                    t
+                }
+            };
+            backend_tls.insert(addr_of(&target.name, target.port), tls);
+        }
+    }
+    Ok(Policies { identities: client_identities(&file.routes), backend_tls })
 }
 
 /// Resolves standalone backendRefs: `name` is a host name or IP address and `port` its port.
@@ -86,20 +185,20 @@ impl Resolve<EndpointAddr> for DnsResolver {
                 message: format!("backendRef {}: port is required", r.name),
             });
         };
-        let addr = match r.name.parse::<std::net::IpAddr>() {
-            Ok(ip) => EndpointAddr::Socket((ip, port).into()),
-            Err(_) => EndpointAddr::Host { host: r.name.as_str().into(), port },
-        };
-        Ok(Backend { name: table::ref_name(r).into(), endpoints: vec![addr] })
+        Ok(Backend { name: table::ref_name(r).into(), endpoints: vec![addr_of(&r.name, port)] })
     }
+}
+
+fn route_ids(routes: &[GrpcRoute]) -> Vec<RouteId> {
+    routes
+        .iter()
+        .map(|r| RouteId { namespace: r.namespace().unwrap_or_else(|| "default".into()), name: r.name_any() })
+        .collect()
 }
 
 /// Builds a table from routes in file order (the precedence tie-breaker standalone).
 pub fn build_table(routes: &[GrpcRoute]) -> (Table<EndpointAddr>, Vec<RouteReport>) {
-    let ids: Vec<RouteId> = routes
-        .iter()
-        .map(|r| RouteId { namespace: r.namespace().unwrap_or_else(|| "default".into()), name: r.name_any() })
-        .collect();
+    let ids = route_ids(routes);
     let inputs: Vec<RouteInput<'_>> = routes.iter().zip(&ids).map(|(r, id)| RouteInput { id, spec: &r.spec }).collect();
     let out = table::build(&inputs, &DnsResolver);
     (out.table, out.reports)
@@ -117,13 +216,32 @@ pub fn log_reports(reports: &[RouteReport]) {
     }
 }
 
-/// Loads `path` into `routes` now; fails if the file cannot be read or parsed.
-pub fn load(path: &Path, routes: &Routes) -> Result<usize, FileError> {
-    let parsed = read_routes(path)?;
-    let (table, reports) = build_table(&parsed);
-    log_reports(&reports);
+/// The rules' allow-lists of client identities.
+pub fn client_identities(routes: &[GrpcRoute]) -> RuleIdentities {
+    let ids = route_ids(routes);
+    RuleIdentities::from_specs(ids.iter().zip(routes.iter().map(|r| &r.spec)))
+}
+
+/// Makes `parsed` the table `routes` serves, with the rules' allow-lists; returns the table's rules and the
+/// routes' reports.
+pub fn apply(parsed: &[GrpcRoute], routes: &Routes) -> (usize, Vec<RouteReport>) {
+    let policies = Policies { identities: client_identities(parsed), ..Default::default() };
+    apply_with(parsed, &policies, routes)
+}
+
+fn apply_with(parsed: &[GrpcRoute], policies: &Policies, routes: &Routes) -> (usize, Vec<RouteReport>) {
+    let (table, reports) = build_table(parsed);
     let n = table.rules().len();
-    routes.swap(table);
+    routes.swap_with(table, policies);
+    (n, reports)
+}
+
+/// Loads `path` into `routes` now; fails if the file cannot be read or parsed, or a TLS file cannot be used.
+pub fn load(path: &Path, routes: &Routes) -> Result<usize, FileError> {
+    let file = read_file(path)?;
+    let policies = policies(path, &file)?;
+    let (n, reports) = apply_with(&file.routes, &policies, routes);
+    log_reports(&reports);
     Ok(n)
 }
 
@@ -147,21 +265,8 @@ pub async fn watch(path: PathBuf, routes: Arc<Routes>, interval: Duration) {
             continue;
         }
         loaded = seen.clone();
-        let parsed = match &loaded {
-            Some(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => parse_routes(&path, text),
-                Err(e) => Err(FileError::Read { path: path.clone(), source: std::io::Error::other(e) }),
-            },
-            None => read_routes(&path),
-        };
-        match parsed {
-            Ok(parsed) => {
-                let (table, reports) = build_table(&parsed);
-                log_reports(&reports);
-                let rules = table.rules().len();
-                routes.swap(table);
-                tracing::info!(path = %path.display(), rules, "routes reloaded");
-            }
+        match load(&path, &routes) {
+            Ok(rules) => tracing::info!(path = %path.display(), rules, "routes reloaded"),
             Err(e) => tracing::error!(error = %e, "routes file not reloaded; the previous table keeps serving"),
         }
     }

@@ -46,13 +46,16 @@ pub struct RouteOutcome {
     pub rules: usize,
 }
 
+/// A GrpcRoute read into the typed form, or why it could not be.
+type Read = Arc<Result<GrpcRoute, String>>;
+
 /// A route as read: identity, generation, the typed route (or why not), creation time.
-type Parsed = (RouteId, Option<i64>, Arc<Result<GrpcRoute, String>>, Option<String>);
+type Parsed = (RouteId, Option<i64>, Read, Option<String>);
 
 /// GrpcRoutes already read into the typed form, by namespace/name and resourceVersion, so that a rebuild
 /// (most are for endpoint changes) reads only the routes that changed.
 #[derive(Debug, Default)]
-pub struct RouteCache(HashMap<(String, String), (String, Arc<Result<GrpcRoute, String>>)>);
+pub struct RouteCache(HashMap<(String, String), (String, Read)>);
 
 /// Builds the table from a snapshot. Routes are ordered oldest first, then by `namespace/name`.
 pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {

@@ -157,7 +157,7 @@ pub(super) async fn run(
 /// Builds the backend's request: its URI names the endpoint, and `grpc-timeout` carries what is left.
 pub fn upstream_request(head: &Head, endpoint: &Endpoint, deadline: Option<Instant>) -> Result<Request<()>, Error> {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(if endpoint.is_tls() { Scheme::HTTPS } else { Scheme::HTTP });
     uri.authority = Some(endpoint.authority().clone());
     uri.path_and_query = Some(head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     let uri = Uri::from_parts(uri).map_err(|e| Error::BadRequest(format!("invalid request URI: {e}")))?;
@@ -310,6 +310,7 @@ impl Relay<'_, '_> {
             return Err(self.answered(code, Held::Error(e)));
         }
         endpoint.record_success();
+        self.obs.answered = true;
         strip_hop_by_hop(&mut head.headers);
         self.rule.response_headers.apply(&mut head.headers);
         if end {

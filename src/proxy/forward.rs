@@ -14,6 +14,7 @@ use h2::RecvStream;
 use http::Request;
 
 use super::attempt::{self, retry_of, Call, Head, Outcome, Target};
+use super::authz;
 use super::handler::{BoxFuture, Handler, Responder};
 use super::headers::strip_hop_by_hop;
 use super::mirror::Mirrors;
@@ -24,6 +25,7 @@ use super::status::Error;
 use super::timeout;
 use crate::metrics::{BackendMetrics, Metrics, Retried};
 use crate::table::{CallInfo, Pick, Rule};
+use crate::tls::ClientIdentity;
 
 /// What a call takes from the client is kept, by reference, up to this size until the backend's response
 /// headers arrive, so that it can be sent again (gRPC's transparent retry, the rule's retry policy); a
@@ -62,6 +64,8 @@ impl Forwarder {
         let bound = self.routes.load();
         let metrics = self.routes.metrics();
         let method = bound.method_metrics(request.uri().path());
+        // Kept only while the call may teach its service a method.
+        let path = method.learns().then(|| request.uri().path().to_owned());
         method.start();
         metrics.active_streams.inc();
         let mut obs = Observed::default();
@@ -73,7 +77,8 @@ impl Forwarder {
                 e.code() as u8
             }
         };
-        method.finish(code, start.elapsed(), obs.received, obs.sent);
+        let answered = path.as_deref().filter(|_| obs.answered && result.is_ok());
+        method.finish(code, start.elapsed(), obs.received, obs.sent, answered);
         if let Some(b) = &obs.backend {
             b.response(code);
         }
@@ -90,6 +95,8 @@ pub(super) struct Observed {
     pub backend: Option<Arc<BackendMetrics>>,
     pub received: u64,
     pub sent: u64,
+    /// A backend answered with gRPC response headers.
+    pub answered: bool,
 }
 
 async fn route(
@@ -107,6 +114,10 @@ async fn route(
     };
     let call = CallInfo { authority, path: parts.uri.path(), headers: &parts.headers };
     let rule = bound.lookup(&call).ok_or_else(|| Error::NoRoute { method: parts.uri.path().to_string() })?;
+    if let Some(allowed) = bound.allowed_identities(rule) {
+        let identity = parts.extensions.get::<Arc<ClientIdentity>>().map(|i| &**i);
+        authz::check(allowed, identity, || rule.describe())?;
+    }
 
     let client_budget = parts.headers.get("grpc-timeout").map(timeout::parse).transpose().map_err(Error::BadRequest)?;
     let budget = match (client_budget, rule.timeout) {

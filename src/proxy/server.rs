@@ -6,6 +6,10 @@
 //! a cap on connections, a cap on calls per connection that holds until each call's handler has finished
 //! (not only until its stream closed), and an end to connections whose client keeps cancelling its calls
 //! right after opening them (rapid reset, CVE-2023-44487).
+//!
+//! With TLS, each connection's handshake takes the certificate current at that moment (it is reloaded from
+//! files), and the identity of a verified client certificate rides along with each of the connection's calls
+//! as a request extension, an `Arc<ClientIdentity>`.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,13 +21,14 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::handler::{Handler, Responder};
 use super::pool::connection_window;
 use super::tcp;
+use crate::tls::{ClientIdentity, ServerTls};
 
 /// Limits and HTTP/2 settings for client connections.
 #[derive(Clone, Debug)]
@@ -80,6 +85,7 @@ pub struct Server {
     unknown: Arc<dyn Handler>,
     settings: ServerSettings,
     metrics: Option<ConnectionMetrics>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// What the server counts of its client connections.
@@ -149,7 +155,19 @@ impl Calls {
 impl Server {
     /// A server that sends every method to `unknown`.
     pub fn new(unknown: impl Handler) -> Self {
-        Self { services: Vec::new(), unknown: Arc::new(unknown), settings: ServerSettings::default(), metrics: None }
+        Self {
+            services: Vec::new(),
+            unknown: Arc::new(unknown),
+            settings: ServerSettings::default(),
+            metrics: None,
+            tls: None,
+        }
+    }
+
+    /// Serves clients over TLS with the (reloaded) config of `tls`, instead of cleartext HTTP/2.
+    pub fn tls(mut self, tls: Arc<ServerTls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Counts client connections.
@@ -198,7 +216,11 @@ impl Server {
                             if let Some(g) = &gauge {
                                 g.inc();
                             }
-                            if let Err(e) = this.serve_connection(tcp, shutdown).await {
+                            let served = match this.tls.clone() {
+                                Some(tls) => this.serve_tls(tcp, &tls, shutdown).await,
+                                None => this.serve_connection(tcp, shutdown).await,
+                            };
+                            if let Err(e) = served {
                                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
                             }
                             if let Some(g) = &gauge {
@@ -230,7 +252,39 @@ impl Server {
 
     /// Serves one client connection until it closes; on `shutdown` sends a graceful GOAWAY and lets open
     /// streams finish.
-    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, mut shutdown: Shutdown) -> Result<(), h2::Error>
+    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, shutdown: Shutdown) -> Result<(), h2::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.serve_h2(io, shutdown, None).await
+    }
+
+    /// The TLS handshake (within the handshake timeout), then HTTP/2 over it.
+    async fn serve_tls(self: Arc<Self>, tcp: TcpStream, tls: &ServerTls, shutdown: Shutdown) -> Result<(), h2::Error> {
+        let handshake = tls.acceptor().accept(tcp);
+        let stream = match tokio::time::timeout(self.settings.handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.count_closed("tls_handshake_failed");
+                tracing::debug!(error = %e, "TLS handshake with a client failed");
+                return Ok(());
+            }
+            Err(_) => {
+                self.count_closed("handshake_timeout");
+                return Ok(());
+            }
+        };
+        let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let identity = peer.map(|cert| Arc::new(ClientIdentity::from_der(cert)));
+        self.serve_h2(stream, shutdown, identity).await
+    }
+
+    async fn serve_h2<IO>(
+        self: Arc<Self>,
+        io: IO,
+        mut shutdown: Shutdown,
+        identity: Option<Arc<ClientIdentity>>,
+    ) -> Result<(), h2::Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -268,7 +322,7 @@ impl Server {
                 next = next => match next {
                     Some(Ok((request, send))) => {
                         let slot = slot.expect("accepted with a slot");
-                        tokio::spawn(self.clone().serve_stream(request, send, slot, calls.clone()));
+                        tokio::spawn(self.clone().serve_stream(request, send, slot, calls.clone(), identity.clone()));
                         if !closing && calls.too_many_premature(s.max_premature_resets) {
                             closing = true;
                             self.count_closed("premature_resets");
@@ -314,10 +368,11 @@ impl Server {
 
     async fn serve_stream(
         self: Arc<Self>,
-        request: Request<RecvStream>,
+        mut request: Request<RecvStream>,
         mut send: SendResponse<Bytes>,
         slot: OwnedSemaphorePermit,
         calls: Arc<Calls>,
+        identity: Option<Arc<ClientIdentity>>,
     ) {
         if request.method() != http::Method::POST || !is_grpc(&request) {
             // The gRPC spec asks for 415 so that plain HTTP clients do not read a gRPC error as success.
@@ -330,6 +385,9 @@ impl Server {
             );
             let _ = send.send_response(res, true);
             return;
+        }
+        if let Some(identity) = identity {
+            request.extensions_mut().insert(identity);
         }
         let started = Instant::now();
         let mut respond = Responder::new(send);

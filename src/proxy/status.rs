@@ -13,6 +13,14 @@ pub enum Error {
         /// The `:path` of the call.
         method: String,
     },
+    /// The matched rule admits only some client identities, and the client proved none of them.
+    #[error("{rule} admits only the client identities it lists; the client presented {presented}")]
+    PermissionDenied {
+        /// The rule, described.
+        rule: String,
+        /// What the client presented: its certificate's names, or that it had none.
+        presented: String,
+    },
     /// The matched rule has no backend with a weight above zero.
     #[error("{rule} has no backends")]
     NoBackends {
@@ -84,6 +92,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Self::NoRoute { .. } => Code::Unimplemented,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::NoBackends { .. }
             | Self::Unresolved { .. }
             | Self::NoEndpoints { .. }
@@ -101,6 +110,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NoRoute { .. } => "no_route",
+            Self::PermissionDenied { .. } => "permission_denied",
             Self::NoBackends { .. } | Self::Unresolved { .. } | Self::NoEndpoints { .. } => "no_endpoints",
             Self::Connect { .. } => "connect_failed",
             Self::Upstream { .. } => "upstream_failed",

@@ -98,6 +98,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="python")
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain (and --tls-key)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca", help="require client certificates that chain to this PEM bundle")
     channel_options.add_argument(parser, "server")
     args = parser.parse_args()
 
@@ -105,7 +108,16 @@ def main():
     options += args.option
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options)
     echo_pb2_grpc.add_EchoServicer_to_server(Echo(args.name), server)
-    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if args.tls_cert:
+        read = lambda p: open(p, "rb").read()
+        credentials = grpc.ssl_server_credentials(
+            [(read(args.tls_key), read(args.tls_cert))],
+            root_certificates=read(args.tls_client_ca) if args.tls_client_ca else None,
+            require_client_auth=bool(args.tls_client_ca),
+        )
+        port = server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
+    else:
+        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     if port == 0:
         sys.exit(f"cannot bind 127.0.0.1:{args.port}")
     server.start()

@@ -24,6 +24,7 @@ pub mod k8s;
 pub mod peers;
 pub mod process;
 pub mod raw;
+pub mod tls;
 
 pub mod pb {
     tonic::include_proto!("switchboard.echo.v1");
@@ -280,9 +281,8 @@ impl Proxy {
     /// Replaces the route table with the routes in `yaml`.
     pub fn set_routes(&self, yaml: &str) {
         let parsed = standalone::parse_routes(std::path::Path::new("test.yaml"), yaml).unwrap();
-        let (table, reports) = standalone::build_table(&parsed);
+        let (_, reports) = standalone::apply(&parsed, &self.routes);
         assert!(reports.iter().all(|r| r.accepted.is_ok()), "{reports:?}");
-        self.routes.swap(table);
     }
 
     /// Serves `service` from one backend whose endpoints are `endpoints` (see [`set_backend`]).

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub permit_without_stream: bool,
     /// grpc-js and grpcio only: further server channel options, `("grpc.some_option", "value")`.
     pub options: Vec<(String, String)>,
+    /// grpcio only: further flags of echo_server.py (e.g. `--tls-cert PATH`).
+    pub args: Vec<String>,
 }
 
 impl ServerConfig {
@@ -121,7 +123,7 @@ impl PeerServer {
     pub fn grpcio(config: &ServerConfig) -> Self {
         config.assert_no_go_keepalive("grpcio");
         let mut cmd = python_cmd(&venv_python(), "echo_server.py");
-        cmd.args(["--port", "0", "--name", &config.name]);
+        cmd.args(["--port", "0", "--name", &config.name]).args(&config.args);
         let ms = |d: Duration| d.as_millis().to_string();
         let lifecycle = [
             ("grpc.max_connection_age_ms", config.max_connection_age.map(ms)),

@@ -1,5 +1,6 @@
-//! Opening one backend connection and driving it until it ends: its I/O, the handshake check, keep-alive
-//! PINGs (only when configured, only while calls are open) and the idle close.
+//! Opening one backend connection (TCP, TLS when the backend has it, HTTP/2) and driving it until it ends:
+//! its I/O, the handshake check, keep-alive PINGs (only when configured, only while calls are open) and
+//! the idle close.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -7,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -24,6 +26,22 @@ pub(super) async fn connect(ep: &Arc<Endpoint>, deadline: Instant) -> Result<Arc
         .await
         .map_err(|_| format!("TCP connect timed out after {timeout:?}"))??;
     tcp::configure(&tcp, ep.settings.tcp_keepalive);
+    match &ep.tls {
+        None => open(ep, tcp, deadline).await,
+        Some(tls) => {
+            let stream = tokio::time::timeout_at(deadline.into(), tls.connect(tcp))
+                .await
+                .map_err(|_| format!("TLS handshake timed out after {timeout:?}"))??;
+            open(ep, stream, deadline).await
+        }
+    }
+}
+
+/// The HTTP/2 handshake over `io`, then the connection's task.
+async fn open<IO>(ep: &Arc<Endpoint>, io: IO, deadline: Instant) -> Result<Arc<Conn>, String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let s = &ep.settings;
     let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(s.stream_window)
@@ -33,7 +51,7 @@ pub(super) async fn connect(ep: &Arc<Endpoint>, deadline: Instant) -> Result<Arc
         // Until the backend's SETTINGS arrive, assume the RFC's recommended minimum rather than no limit,
         // so a burst of calls spreads over new connections instead of queueing on this one.
         .initial_max_send_streams(100.min(s.max_streams_per_connection as usize))
-        .handshake::<_, Bytes>(tcp)
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     let ping = connection.ping_pong().expect("a new connection has its PingPong");
@@ -85,14 +103,16 @@ struct Link {
 
 /// Drives one backend connection: first the handshake check by `deadline` (reported on `ready`), then its
 /// I/O, keep-alive and idle close. Ends when the connection does.
-async fn drive(
-    connection: h2::client::Connection<TcpStream, Bytes>,
+async fn drive<IO>(
+    connection: h2::client::Connection<IO, Bytes>,
     mut ping: h2::PingPong,
     link: Link,
     deadline: Instant,
     ready: oneshot::Sender<Result<(), String>>,
     gauge: prometheus::IntGauge,
-) {
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     gauge.inc();
     let mut connection = std::pin::pin!(connection);
     let timeout = link.settings.connect_timeout;

@@ -23,6 +23,7 @@ pub use self::health::OutlierSettings;
 use self::health::{now_ms, Health};
 use super::status::Error;
 use crate::table::{EndpointAddr, Load};
+use crate::tls::{BackendTls, BackendTlsSettings};
 
 /// Connection settings for backends.
 #[derive(Clone, Debug)]
@@ -88,7 +89,8 @@ pub fn connection_window(stream_window: u32, streams: u32) -> u32 {
 #[derive(Debug)]
 pub struct Pools {
     settings: Arc<PoolSettings>,
-    endpoints: Mutex<HashMap<EndpointAddr, Weak<Endpoint>>>,
+    /// By address and TLS settings: the same address with other TLS settings is another endpoint.
+    endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
     metrics: Arc<PoolMetrics>,
 }
 
@@ -145,16 +147,27 @@ impl Pools {
     /// The endpoint for `addr`, shared with every table that names it (called when a table is bound, not per
     /// call), so connections and health survive table swaps.
     pub fn endpoint(&self, addr: &EndpointAddr) -> Arc<Endpoint> {
+        self.endpoint_with(addr, None)
+    }
+
+    /// Like [`Pools::endpoint`], connecting over TLS when `tls` is given.
+    pub fn endpoint_with(&self, addr: &EndpointAddr, tls: Option<&Arc<BackendTls>>) -> Arc<Endpoint> {
+        let key = (addr.clone(), tls.map(|t| t.settings.clone()));
         let mut map = self.endpoints.lock().expect("pool registry poisoned");
-        if let Some(ep) = map.get(addr).and_then(Weak::upgrade) {
+        if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
         map.retain(|_, w| w.strong_count() > 0);
-        let ep = Arc::new(Endpoint::new(addr.clone(), self.settings.clone(), self.metrics.clone()));
-        map.insert(addr.clone(), Arc::downgrade(&ep));
+        let mut ep = Endpoint::new(addr.clone(), self.settings.clone(), self.metrics.clone());
+        ep.tls = tls.cloned();
+        let ep = Arc::new(ep);
+        map.insert(key, Arc::downgrade(&ep));
         ep
     }
 }
+
+/// What tells endpoints apart: the address, and how TLS to it is set up.
+type EndpointKey = (EndpointAddr, Option<BackendTlsSettings>);
 
 /// One backend endpoint and its connections.
 #[derive(Debug)]
@@ -169,6 +182,8 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     health: Health,
     metrics: Arc<PoolMetrics>,
+    /// Connect over TLS with these settings.
+    tls: Option<Arc<BackendTls>>,
 }
 
 #[derive(Debug, Default)]
@@ -295,7 +310,13 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             health: Health::default(),
             metrics,
+            tls: None,
         }
+    }
+
+    /// Whether connections to this endpoint use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The endpoint's address.

@@ -1,0 +1,120 @@
+//! TLS to backends, from `BackendTLS` documents in the routes file: a grpcio server over TLS (and mTLS) is
+//! reached; a CA that did not issue its certificate, or a name it does not carry, fails the call with
+//! UNAVAILABLE and a message that says so.
+//!
+//! Needs the venv of `tests/interop/setup.sh` (`make interop-setup`).
+
+mod support;
+
+use std::path::Path;
+
+use support::peers::{PeerServer, ServerConfig};
+use support::tls::*;
+use support::*;
+
+/// A grpcio echo server over TLS with a certificate for `backend.test`, requiring client certificates from
+/// `client_ca` when given.
+fn grpcio_tls(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> PeerServer {
+    let leaf = ca.issue(&["backend.test"]);
+    let mut config = ServerConfig::named("grpcio-tls");
+    config.args = vec![
+        "--tls-cert".into(),
+        pem_path(dir, "backend.pem", &leaf.cert_pem).display().to_string(),
+        "--tls-key".into(),
+        pem_path(dir, "backend.key", &leaf.key_pem).display().to_string(),
+    ];
+    if let Some(client_ca) = client_ca {
+        config.args.push("--tls-client-ca".into());
+        config.args.push(pem_path(dir, "backend-clients-ca.pem", &client_ca.pem()).display().to_string());
+    }
+    PeerServer::grpcio(&config)
+}
+
+/// The proxy (cleartext to clients) loading a routes file that sends Echo to `backend` over TLS with `tls`
+/// (the BackendTLS spec's lines after `backends`).
+async fn proxy_to(dir: &Path, backend: std::net::SocketAddr, tls: &str) -> Proxy {
+    let yaml = format!(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: GrpcRoute\nmetadata: {{name: echo}}\nspec:\n  rules:\n    \
+         - matches: [{{method: {{service: {ECHO}}}}}]\n      backendRefs: [{{name: \"127.0.0.1\", port: {port}}}]\n\
+         ---\napiVersion: switchboard.dev/v1alpha1\nkind: BackendTLS\nmetadata: {{name: echo-tls}}\nspec:\n  \
+         backends: [{{name: \"127.0.0.1\", port: {port}}}]\n{tls}",
+        port = backend.port()
+    );
+    let path = dir.join("routes.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let p = proxy("").await;
+    switchboard::standalone::load(&path, &p.routes).unwrap();
+    p
+}
+
+async fn unary(p: &Proxy) -> Result<String, tonic::Status> {
+    client(p.addr).await.unary(req(b"hi")).await.map(|r| r.into_inner().backend)
+}
+
+#[tokio::test]
+async fn backends_over_tls_are_verified_by_ca_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backends");
+    let server = grpcio_tls(dir.path(), &ca, None);
+    pem_path(dir.path(), "ca.pem", &ca.pem());
+    pem_path(dir.path(), "other-ca.pem", &Ca::new("other").pem());
+
+    let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n  serverName: backend.test\n").await;
+    assert_eq!(unary(&p).await.unwrap(), "grpcio-tls");
+
+    let p = proxy_to(dir.path(), server.addr, "  caFile: other-ca.pem\n  serverName: backend.test\n").await;
+    let e = unary(&p).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("TLS handshake") && e.message().contains("invalid peer certificate"), "{e:?}");
+
+    let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n  serverName: other.test\n").await;
+    let e = unary(&p).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("other.test") && e.message().contains("not valid for name"), "{e:?}");
+
+    // Without serverName the backendRef's name (here an IP address the certificate lacks) is verified.
+    let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n").await;
+    assert_eq!(unary(&p).await.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn backends_that_require_client_certificates_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, clients) = (Ca::new("backends"), Ca::new("proxies"));
+    let server = grpcio_tls(dir.path(), &ca, Some(&clients));
+    pem_path(dir.path(), "ca.pem", &ca.pem());
+    let me = clients.issue(&["spiffe://test/switchboard"]);
+    pem_path(dir.path(), "me.pem", &me.cert_pem);
+    pem_path(dir.path(), "me.key", &me.key_pem);
+
+    let tls = "  caFile: ca.pem\n  serverName: backend.test\n  clientCertFile: me.pem\n  clientKeyFile: me.key\n";
+    let p = proxy_to(dir.path(), server.addr, tls).await;
+    assert_eq!(unary(&p).await.unwrap(), "grpcio-tls");
+
+    let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n  serverName: backend.test\n").await;
+    let e = unary(&p).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "without a client certificate: {e:?}");
+}
+
+#[test]
+fn backend_tls_documents_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    let doc = |spec: &str| {
+        format!("apiVersion: switchboard.dev/v1alpha1\nkind: BackendTLS\nmetadata: {{name: t}}\nspec:\n{spec}")
+    };
+    let cases = [
+        (doc("  backends: [{name: a, port: 1}]\n  caFile: missing.pem\n"), "missing.pem"),
+        (doc("  backends: [{name: a, port: 1}]\n  caFile: ca.pem\n  clientCertFile: c.pem\n"), "go together"),
+        (doc("  backends: [{name: a, port: 1}]\n  caFile: ca.pem\n  sni: x\n"), "unknown field"),
+    ];
+    pem_path(dir.path(), "ca.pem", &Ca::new("ca").pem());
+    for (text, expected) in cases {
+        std::fs::write(&path, &text).unwrap();
+        let file = switchboard::standalone::read_file(&path).map_err(|e| e.to_string());
+        let result =
+            file.and_then(|f| switchboard::standalone::policies(&path, &f).map(|_| ()).map_err(|e| e.to_string()));
+        let e = result.unwrap_err();
+        assert!(e.contains(expected) && e.contains("document 1"), "{expected}: {e}");
+    }
+}
