@@ -4,6 +4,7 @@
 
 mod backend;
 mod identity;
+mod policy;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use rustls::RootCertStore;
 
 pub use self::backend::{BackendTls, BackendTlsSettings};
 pub use self::identity::{ClientIdentity, SubjectAltName};
+pub use self::policy::{
+    policy_targets, BackendTlsPolicySpec, LocalObjectRef, PolicyError, PolicySubjectAltName, PolicyTarget,
+    PolicyTargetRef, PolicyValidation,
+};
 pub use self::server::{ServerTls, ServerTlsFiles};
 
 /// A TLS setting that cannot be used.
