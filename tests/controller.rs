@@ -557,3 +557,20 @@ async fn rbac_rules_grant_exactly_what_the_controller_uses() {
     let unused: Vec<_> = granted.difference(&used).filter(|g| **g != series).collect();
     assert!(unused.is_empty(), "verbs the chart grants but the controller never uses: {unused:?}");
 }
+
+/// A rule's `clientIdentities` hold in cluster mode too: a client without a certificate (here, plaintext) is
+/// refused with PERMISSION_DENIED, and dropping the list lets it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identity_allow_lists_are_enforced_in_cluster_mode() {
+    let a = backend("a").await;
+    let api = ApiServer::start().await;
+    api.apply(service("app", "echo"));
+    api.apply(slice("app", "echo", "echo-1", a.addr, true));
+    let only = json!({"rules": [{"matches": [{"method": {"service": ECHO}}], "clientIdentities": ["spiffe://cluster.local/ns/shop/sa/checkout"],
+        "backendRefs": [{"name": "echo", "port": 80}]}]});
+    api.apply(grpc_route("app", "echo", only));
+    let c = start(api, None).await;
+    until_code(c.proxy, tonic::Code::PermissionDenied).await;
+    c.api.apply(grpc_route("app", "echo", to_service("echo")));
+    until_answered_by(c.proxy, "a").await;
+}

@@ -13,6 +13,7 @@ use kube::ResourceExt;
 
 use super::reference_grant::ReferenceGrant;
 use crate::crd::{BackendObjectRef, GrpcRoute};
+use crate::proxy::RuleIdentities;
 use crate::table::{
     self, Backend, EndpointAddr, Resolve, RouteId, RouteInput, RouteReport, Table, Unresolved, UnresolvedReason,
 };
@@ -56,6 +57,22 @@ type Parsed = (RouteId, Option<i64>, Read, Option<String>);
 /// (most are for endpoint changes) reads only the routes that changed.
 #[derive(Debug, Default)]
 pub struct RouteCache(HashMap<(String, String), (String, Read)>);
+
+impl RouteCache {
+    /// The rules' allow-lists of client identities, of the routes the last build read (the data plane
+    /// enforces them beside the table).
+    pub fn client_identities(&self) -> RuleIdentities {
+        let routes: Vec<(RouteId, &GrpcRoute)> = self
+            .0
+            .iter()
+            .filter_map(|((namespace, name), (_, r))| {
+                let id = RouteId { namespace: namespace.clone(), name: name.clone() };
+                r.as_ref().as_ref().ok().map(|r| (id, r))
+            })
+            .collect();
+        RuleIdentities::from_specs(routes.iter().map(|(id, r)| (id, &r.spec)))
+    }
+}
 
 /// Builds the table from a snapshot. Routes are ordered oldest first, then by `namespace/name`.
 pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {

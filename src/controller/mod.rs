@@ -30,7 +30,7 @@ use self::reference_grant::ReferenceGrant;
 use crate::admin::Readiness;
 use crate::crd::GrpcRoute;
 use crate::metrics::Metrics;
-use crate::proxy::{Routes, Shutdown};
+use crate::proxy::{Policies, Routes, Shutdown};
 
 /// What the controller watches and how it writes.
 #[derive(Clone, Debug)]
@@ -164,7 +164,8 @@ pub async fn run(
         let snapshot = stores.snapshot();
         let (table, outcomes) = index::build_cached(&snapshot, &mut parsed);
         let rules = table.rules().len();
-        routes.swap(table);
+        let policies = Policies { identities: parsed.client_identities(), ..Default::default() };
+        routes.swap_with(table, &policies);
         metrics.reconciles.inc();
         metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         let rejected = outcomes.iter().filter(|o| o.report.as_ref().map_or(true, |r| r.accepted.is_err())).count();
