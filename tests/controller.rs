@@ -160,7 +160,13 @@ async fn routes_and_endpoints_reach_the_data_plane() {
     c.api.apply(grpc_route("app", "echo", to_service("other")));
     until_answered_by(c.proxy, "b").await;
 
-    // Unchanged state writes no status again.
+    // Unchanged state writes no status again (status is written by its own task, after the table swap: wait
+    // for the new generation's status first).
+    eventually("status of the updated route", || {
+        status(&c.api, "app", "echo").is_some_and(|s| s.observed_generation == Some(2))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let writes = status_writes(&c.api);
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.api.apply(slice("app", "other", "other-1", b.addr, true));
