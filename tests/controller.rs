@@ -229,16 +229,14 @@ async fn invalid_routes_get_conditions_and_events_and_the_rest_keep_serving() {
     let err = pb::echo_client::EchoClient::new(ch).unary(r).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 
-    // One Warning Event per rejected route.
-    let events = c.api.list(&Res::new("events.k8s.io", "v1", "events"), Some("app"));
-    for name in ["garbled", "badregex"] {
-        assert!(
-            events
-                .iter()
-                .any(|e| e["regarding"]["name"] == name && e["reason"] == "RouteRejected" && e["type"] == "Warning"),
-            "no event for {name}: {events:?}"
-        );
-    }
+    // One Warning Event per rejected route (published right after its status).
+    let rejected = |name: &str| {
+        let events = c.api.list(&Res::new("events.k8s.io", "v1", "events"), Some("app"));
+        events
+            .iter()
+            .any(|e| e["regarding"]["name"] == name && e["reason"] == "RouteRejected" && e["type"] == "Warning")
+    };
+    eventually("an Event for each rejected route", || ["garbled", "badregex"].iter().all(|n| rejected(n))).await;
 
     // A ReferenceGrant in the target namespace allows the cross-namespace ref.
     c.api.apply(json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
