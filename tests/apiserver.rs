@@ -441,7 +441,7 @@ async fn lease_conflicts_and_leader_election() {
     leader_task.abort();
     eventually("the other replica takes over", || *follower.borrow()).await;
     let spec = server.get_as::<Lease>("default", "switchboard").unwrap().spec.unwrap();
-    assert_eq!(spec.lease_transitions, Some(1));
+    assert!(spec.lease_transitions.unwrap_or(0) >= 1, "a takeover is a transition: {spec:?}");
     drop(follower_task);
 }
 
