@@ -23,7 +23,7 @@ use support::eventually;
 use switchboard::controller::leader::{self, LeaseConfig};
 use switchboard::crd::{GrpcRoute, GrpcRouteSpec, GrpcRouteStatus};
 use switchboard::metrics::Metrics;
-use switchboard::proxy::shutdown_signal;
+use switchboard::proxy::{shutdown_signal, ShutdownTrigger};
 
 fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -427,10 +427,7 @@ async fn lease_conflicts_and_leader_election() {
             renew_every: Duration::from_millis(100),
             ..LeaseConfig::new("default", "switchboard", identity)
         };
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let (trigger, shutdown) = shutdown_signal();
-        let task = tokio::spawn(leader::run(server.client(), config, tx, Metrics::new(), shutdown));
-        (task, rx, trigger)
+        elect(&server, config)
     };
     let (a_task, a, a_stop) = replica("a");
     let (b_task, b, b_stop) = replica("b");
@@ -456,11 +453,8 @@ async fn a_leader_that_shuts_down_releases_the_lease() {
         renew_every: Duration::from_millis(100),
         ..LeaseConfig::new("default", "switchboard", "a")
     };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let (trigger, shutdown) = shutdown_signal();
-    let task = tokio::spawn(leader::run(server.client(), config.clone(), tx, Metrics::new(), shutdown));
-    let mut leading = rx.clone();
-    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.unwrap().unwrap();
+    let (task, rx, trigger) = elect(&server, config.clone());
+    leading_is(&rx, true, Duration::from_secs(10)).await;
     trigger.trigger();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("returns on shutdown").unwrap();
     assert!(!*rx.borrow(), "not leading after release");
@@ -469,17 +463,28 @@ async fn a_leader_that_shuts_down_releases_the_lease() {
     assert_eq!(spec.lease_duration_seconds, Some(1));
 
     // With an hour-long lease released, another replica leads within a few retry periods.
+    let (_b, b, _b_stop) = elect(&server, LeaseConfig { identity: "b".into(), ..config });
+    leading_is(&b, true, Duration::from_secs(2)).await;
+}
+
+/// One replica's leader election against `server`: its task, whether it leads, and its shutdown trigger.
+fn elect(
+    server: &ApiServer,
+    config: LeaseConfig,
+) -> (tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<bool>, ShutdownTrigger) {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let (_trigger, shutdown) = shutdown_signal();
-    tokio::spawn(leader::run(
-        server.client(),
-        LeaseConfig { identity: "b".into(), ..config },
-        tx,
-        Metrics::new(),
-        shutdown,
-    ));
-    let mut b = rx.clone();
-    tokio::time::timeout(Duration::from_secs(2), b.wait_for(|l| *l)).await.expect("b takes over at once").unwrap();
+    let (trigger, shutdown) = shutdown_signal();
+    let task = tokio::spawn(leader::run(server.client(), config, tx, Metrics::new(), shutdown));
+    (task, rx, trigger)
+}
+
+/// Waits until the replica's leadership is `leading`; fails after `within`.
+async fn leading_is(rx: &tokio::sync::watch::Receiver<bool>, leading: bool, within: Duration) {
+    let mut rx = rx.clone();
+    tokio::time::timeout(within, rx.wait_for(|l| *l == leading))
+        .await
+        .unwrap_or_else(|_| panic!("leadership did not become {leading} within {within:?}"))
+        .unwrap();
 }
 
 /// A lease call that never answers must not keep a stale leader: the call has a deadline, and a leader that
@@ -493,14 +498,11 @@ async fn a_leader_that_cannot_renew_steps_down() {
         renew_every: Duration::from_millis(200),
         ..LeaseConfig::new("default", "switchboard", "a")
     };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let (_trigger, shutdown) = shutdown_signal();
-    tokio::spawn(leader::run(server.client(), config, tx, Metrics::new(), shutdown));
-    let mut leading = rx.clone();
-    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l)).await.unwrap().unwrap();
+    let (_task, rx, _trigger) = elect(&server, config);
+    leading_is(&rx, true, Duration::from_secs(10)).await;
     server.hang_requests(true);
     let started = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| !*l)).await.expect("stepped down").unwrap();
+    leading_is(&rx, false, Duration::from_secs(10)).await;
     assert!(started.elapsed() < Duration::from_secs(8), "before the lease could pass to another replica");
     server.hang_requests(false);
 }
