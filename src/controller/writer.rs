@@ -45,6 +45,12 @@ pub struct Writer {
     pub resync: Duration,
 }
 
+/// A status this writer wrote, onto which version of the route.
+struct Written {
+    version: String,
+    status: GrpcRouteStatus,
+}
+
 struct Retry {
     failures: u32,
     at: Instant,
@@ -63,6 +69,7 @@ impl Writer {
         let ar = ApiResource::erase::<GrpcRoute>(&());
         let mut retries: HashMap<RouteId, Retry> = HashMap::new();
         let mut evented: HashMap<RouteId, String> = HashMap::new();
+        let mut written: HashMap<RouteId, Written> = HashMap::new();
         let mut stop = std::pin::pin!(shutdown.into_wait());
         let mut resync = tokio::time::interval(self.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -73,7 +80,7 @@ impl Writer {
                     if retries.get(&outcome.id).is_some_and(|r| r.at > Instant::now()) {
                         continue;
                     }
-                    match self.reconcile(&ar, outcome, &mut evented).await {
+                    match self.reconcile(&ar, outcome, &mut evented, &mut written).await {
                         Ok(()) => {
                             retries.remove(&outcome.id);
                         }
@@ -90,6 +97,7 @@ impl Writer {
                 let live: std::collections::HashSet<&RouteId> = latest.iter().map(|o| &o.id).collect();
                 retries.retain(|id, _| live.contains(id));
                 evented.retain(|id, _| live.contains(id));
+                written.retain(|id, _| live.contains(id));
             }
             let next_retry = retries.values().map(|r| r.at).min();
             tokio::select! {
@@ -109,21 +117,27 @@ impl Writer {
         ar: &ApiResource,
         outcome: &RouteOutcome,
         evented: &mut HashMap<RouteId, String>,
+        written: &mut HashMap<RouteId, Written>,
     ) -> Result<(), kube::Error> {
         let key = ObjectRef::new_with(&outcome.id.name, ar.clone()).within(&outcome.id.namespace);
         let Some(obj) = self.routes.iter().find_map(|s| s.get(&key)) else { return Ok(()) };
         let previous: Option<GrpcRouteStatus> =
             obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
         let next = status::compute(outcome, previous.as_ref(), &now());
-        if previous.as_ref() != Some(&next) {
+        let version = obj.metadata.resource_version.clone().unwrap_or_default();
+        // A pass that runs before our last write's watch event arrived sees the old status: what we wrote
+        // onto this same version is not written again.
+        let pending = written.get(&outcome.id).is_some_and(|w| w.version == version && w.status == next);
+        if previous.as_ref() != Some(&next) && !pending {
             let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), &outcome.id.namespace, ar);
             let patch =
                 serde_json::json!({ "apiVersion": "switchboard.dev/v1alpha1", "kind": "GrpcRoute", "status": next });
             let params = PatchParams::apply(&self.field_manager).force();
-            let written = api.patch_status(&outcome.id.name, &params, &Patch::Apply(&patch)).await;
-            let label = if written.is_ok() { "ok" } else { "error" };
+            let written_now = api.patch_status(&outcome.id.name, &params, &Patch::Apply(&patch)).await;
+            let label = if written_now.is_ok() { "ok" } else { "error" };
             self.metrics.status_writes.with_label_values(&[label]).inc();
-            written?;
+            written_now?;
+            written.insert(outcome.id.clone(), Written { version, status: next.clone() });
             tracing::debug!(route = %outcome.id, "status written");
         }
         if status::is_accepted(&next) {
