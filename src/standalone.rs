@@ -14,7 +14,7 @@ use crate::proxy::{Policies, Routes, RuleIdentities};
 use crate::table::{
     self, Backend, EndpointAddr, Resolve, RouteId, RouteInput, RouteReport, Table, Unresolved, UnresolvedReason,
 };
-use crate::tls::{BackendTls, BackendTlsSettings};
+use crate::tls::{BackendTls, BackendTlsSettings, Pem, SubjectAltName};
 
 /// A routes file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,10 @@ pub struct BackendTlsSpec {
     /// Name sent as SNI and that the backend's certificate must carry; default: the backendRef's name.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Names the backend's certificate must carry one of, instead of `serverName`: DNS names, or URIs
+    /// (entries with `://`, e.g. SPIFFE IDs).
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
     /// PEM certificate chain presented to the backend (mTLS), with `clientKeyFile`.
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
@@ -134,6 +138,23 @@ fn addr_of(name: &str, port: u16) -> EndpointAddr {
     }
 }
 
+impl RoutesFile {
+    /// The TLS files its `BackendTLS` documents name, relative paths resolved against the directory of the
+    /// routes file at `path`.
+    pub fn tls_files(&self, path: &Path) -> Vec<PathBuf> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<PathBuf> = self
+            .backend_tls
+            .iter()
+            .flat_map(|(_, s)| std::iter::once(&s.ca_file).chain(&s.client_cert_file).chain(&s.client_key_file))
+            .map(|f| base.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
 /// The policies of a routes file at `path`: the rules' allow-lists, and the backends' TLS with its files read.
 pub fn policies(path: &Path, file: &RoutesFile) -> Result<Policies, FileError> {
     let base = path.parent().unwrap_or(Path::new("."));
@@ -141,15 +162,26 @@ pub fn policies(path: &Path, file: &RoutesFile) -> Result<Policies, FileError> {
     let mut backend_tls = HashMap::new();
     for (doc, spec) in &file.backend_tls {
         let err = |message: String| FileError::Parse { path: path.to_owned(), doc: *doc, message };
+        let read = |file: &PathBuf| Pem::read(&base.join(file)).map_err(|e| err(e.to_string()));
         let client_cert = match (&spec.client_cert_file, &spec.client_key_file) {
-            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             (None, None) => None,
             _ => return Err(err("clientCertFile and clientKeyFile go together".into())),
         };
+        let ca = read(&spec.ca_file)?;
+        let subject_alt_names: Vec<SubjectAltName> = spec
+            .subject_alt_names
+            .iter()
+            .map(|n| match n.contains("://") {
+                true => SubjectAltName::Uri(n.clone()),
+                false => SubjectAltName::Dns(n.to_ascii_lowercase()),
+            })
+            .collect();
         for target in &spec.backends {
             let settings = BackendTlsSettings {
-                ca: base.join(&spec.ca_file),
+                ca: ca.clone(),
                 server_name: spec.server_name.clone().unwrap_or_else(|| target.name.clone()),
+                subject_alt_names: subject_alt_names.clone(),
                 client_cert: client_cert.clone(),
             };
             let tls = match loaded.get(&settings) {
@@ -245,20 +277,21 @@ pub fn load(path: &Path, routes: &Routes) -> Result<usize, FileError> {
     Ok(n)
 }
 
-/// Polls `path` and swaps in a new table whenever its contents change. A file that fails to read or parse
-/// is reported and the current table keeps serving.
+/// Polls `path`, and the TLS files it names, and swaps in a new table whenever their contents change. A file
+/// that fails to read or parse is reported and the current table keeps serving.
 ///
-/// A change is loaded once the file reads the same on two polls in a row: an editor or `cp` truncates the
-/// file and then writes it, and a poll between the two would otherwise load an empty or half-written file
-/// (an empty file is a valid routes file with no routes: every call UNIMPLEMENTED).
+/// A change is loaded once the files read the same on two polls in a row: an editor or `cp` truncates a file
+/// and then writes it, and a poll between the two would otherwise load an empty or half-written file (an
+/// empty file is a valid routes file with no routes: every call UNIMPLEMENTED). A CA or client certificate
+/// that changed gives new TLS settings, so new connections use it; calls on open connections go on.
 pub async fn watch(path: PathBuf, routes: Arc<Routes>, interval: Duration) {
-    let mut loaded = std::fs::read(&path).ok();
+    let mut loaded = Fingerprint::read(&path);
     let mut seen = loaded.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let current = std::fs::read(&path).ok();
+        let current = Fingerprint::read(&path);
         let settled = current == seen;
         seen = current;
         if !settled || seen == loaded {
@@ -269,6 +302,21 @@ pub async fn watch(path: PathBuf, routes: Arc<Routes>, interval: Duration) {
             Ok(rules) => tracing::info!(path = %path.display(), rules, "routes reloaded"),
             Err(e) => tracing::error!(error = %e, "routes file not reloaded; the previous table keeps serving"),
         }
+    }
+}
+
+/// The bytes of a routes file and of the TLS files it names (`None` for a file that cannot be read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<Option<Vec<u8>>>);
+
+impl Fingerprint {
+    fn read(path: &Path) -> Self {
+        let routes = std::fs::read(path).ok();
+        let tls = match routes.as_deref().map(String::from_utf8_lossy) {
+            Some(text) => parse_file(path, &text).map(|f| f.tls_files(path)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Self(std::iter::once(routes).chain(tls.iter().map(|f| std::fs::read(f).ok())).collect())
     }
 }
 

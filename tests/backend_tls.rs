@@ -7,6 +7,7 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use support::peers::{PeerServer, ServerConfig};
 use support::tls::*;
@@ -15,7 +16,12 @@ use support::*;
 /// A grpcio echo server over TLS with a certificate for `backend.test`, requiring client certificates from
 /// `client_ca` when given.
 fn grpcio_tls(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> PeerServer {
-    let leaf = ca.issue(&["backend.test"]);
+    grpcio_tls_named(dir, ca, &["backend.test"], client_ca)
+}
+
+/// Like [`grpcio_tls`], with a certificate for `names` (DNS names and URIs).
+fn grpcio_tls_named(dir: &Path, ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> PeerServer {
+    let leaf = ca.issue(names);
     let mut config = ServerConfig::named("grpcio-tls");
     config.args = vec![
         "--tls-cert".into(),
@@ -75,6 +81,61 @@ async fn backends_over_tls_are_verified_by_ca_and_name() {
     // Without serverName the backendRef's name (here an IP address the certificate lacks) is verified.
     let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n").await;
     assert_eq!(unary(&p).await.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn subject_alt_names_are_verified_instead_of_the_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backends");
+    let server = grpcio_tls_named(dir.path(), &ca, &["backend.test", "spiffe://td/ns/shop/sa/backend"], None);
+    pem_path(dir.path(), "ca.pem", &ca.pem());
+    let with_sans = |sans: &str| format!("  caFile: ca.pem\n  serverName: sni.only\n  subjectAltNames: {sans}\n");
+
+    // The SNI name is not on the certificate; one of the listed names is.
+    for sans in ["[spiffe://td/ns/shop/sa/backend]", "[other.test, Backend.Test]", "[nowhere.test, backend.test]"] {
+        let p = proxy_to(dir.path(), server.addr, &with_sans(sans)).await;
+        assert_eq!(unary(&p).await.map_err(|e| format!("{sans}: {e:?}")).unwrap(), "grpcio-tls");
+    }
+    for sans in ["[spiffe://td/ns/shop/sa/other]", "[other.test]", "[spiffe://td/ns/shop/sa]"] {
+        let p = proxy_to(dir.path(), server.addr, &with_sans(sans)).await;
+        let e = unary(&p).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{sans}: {e:?}");
+        assert!(e.message().contains("not valid for name"), "{sans}: {e:?}");
+    }
+    // A listed name on a certificate from another CA is no proof.
+    pem_path(dir.path(), "ca.pem", &Ca::new("other").pem());
+    let p = proxy_to(dir.path(), server.addr, &with_sans("[spiffe://td/ns/shop/sa/backend]")).await;
+    let e = unary(&p).await.unwrap_err();
+    assert!(e.message().contains("invalid peer certificate"), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_changed_ca_file_is_used_without_touching_the_routes_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backends");
+    let server = grpcio_tls(dir.path(), &ca, None);
+    let ca_file = pem_path(dir.path(), "ca.pem", &Ca::new("old").pem());
+    let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n  serverName: backend.test\n").await;
+    assert_eq!(unary(&p).await.unwrap_err().code(), tonic::Code::Unavailable, "the old CA did not issue it");
+
+    let routes_file = dir.path().join("routes.yaml");
+    let before = std::fs::read(&routes_file).unwrap();
+    tokio::spawn(switchboard::standalone::watch(routes_file.clone(), p.routes.clone(), Duration::from_millis(50)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write_atomic(&ca_file, &ca.pem());
+    let mut last = String::new();
+    for _ in 0..100 {
+        match unary(&p).await {
+            Ok(backend) => {
+                assert_eq!(backend, "grpcio-tls");
+                assert_eq!(std::fs::read(&routes_file).unwrap(), before);
+                return;
+            }
+            Err(e) => last = format!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the new CA was never used: {last}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! (SPIFFE IDs are URIs), read from the DER certificate with a small reader of the few X.509 fields needed.
 
 /// One subject alternative name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SubjectAltName {
     /// A DNS name, lower-cased.
     Dns(String),

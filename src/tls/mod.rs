@@ -7,7 +7,7 @@ mod identity;
 mod policy;
 mod server;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -26,11 +26,11 @@ pub use self::server::{ServerTls, ServerTlsFiles};
 /// A TLS setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A PEM file could not be read or holds nothing usable.
-    #[error("{path}: {message}")]
+    /// PEM data (a file, a ConfigMap key) could not be read or holds nothing usable.
+    #[error("{origin}: {message}")]
     File {
-        /// The file.
-        path: PathBuf,
+        /// Where the data comes from: a file's path, or `ConfigMap ns/name`.
+        origin: String,
         /// What is wrong.
         message: String,
     },
@@ -44,32 +44,76 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
-    TlsError::File { path: path.to_owned(), message: message.to_string() }
+/// PEM data and where it came from. Equal and hashed by its bytes too, so a pool keyed by TLS settings opens
+/// new connections when a CA or certificate changes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Pem {
+    /// A file's path, or `ConfigMap ns/name`: for messages.
+    pub origin: String,
+    /// The PEM text.
+    pub data: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pem({}, {} bytes)", self.origin, self.data.len())
+    }
+}
+
+impl Pem {
+    /// PEM data from `origin`.
+    pub fn new(origin: impl Into<String>, data: impl Into<Arc<[u8]>>) -> Self {
+        Self { origin: origin.into(), data: data.into() }
+    }
+
+    /// The contents of a file.
+    pub fn read(path: &Path) -> Result<Self, TlsError> {
+        let data = std::fs::read(path).map_err(|e| file_error(path.display(), format!("cannot read: {e}")))?;
+        Ok(Self::new(path.display().to_string(), data))
+    }
+
+    /// Every certificate (`CERTIFICATE` section), in order; at least one.
+    pub fn certs(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let certs = CertificateDer::pem_slice_iter(&self.data)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_error(&self.origin, format!("bad PEM: {e:?}")))?;
+        if certs.is_empty() {
+            return Err(file_error(&self.origin, "no PEM CERTIFICATE in it"));
+        }
+        Ok(certs)
+    }
+
+    /// The first private key (PKCS#8, PKCS#1 or SEC1 section).
+    pub fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        PrivateKeyDer::from_pem_slice(&self.data)
+            .map_err(|e| file_error(&self.origin, format!("no usable PEM private key: {e:?}")))
+    }
+
+    /// The certificates as trust anchors.
+    pub fn roots(&self) -> Result<RootCertStore, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in self.certs()? {
+            roots.add(cert).map_err(|e| file_error(&self.origin, format!("not a usable CA certificate: {e}")))?;
+        }
+        Ok(roots)
+    }
+}
+
+fn file_error(origin: impl std::fmt::Display, message: impl std::fmt::Display) -> TlsError {
+    TlsError::File { origin: origin.to_string(), message: message.to_string() }
 }
 
 /// Every certificate (`CERTIFICATE` PEM section) of a file, in order; at least one.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, format!("cannot read certificates: {e:?}")))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, format!("bad PEM: {e:?}")))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no PEM CERTIFICATE in the file"));
-    }
-    Ok(certs)
+    Pem::read(path)?.certs()
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1 PEM section) of a file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, format!("no usable PEM private key: {e:?}")))
+    Pem::read(path)?.key()
 }
 
 /// The certificates of a CA bundle file as trust anchors.
 pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs(path)? {
-        roots.add(cert).map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
-    }
-    Ok(roots)
+    Pem::read(path)?.roots()
 }
