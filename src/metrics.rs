@@ -224,7 +224,7 @@ impl Metrics {
             status_writes: counter(
                 &r,
                 "switchboard_controller_status_writes_total",
-                "GrpcRoute status writes, by result.",
+                "GrpcRoute and BackendTLSPolicy status writes, by result.",
                 &["result"],
             ),
             routes,

@@ -496,6 +496,10 @@ async fn rbac_rules_grant_exactly_what_the_controller_uses() {
     let api = echo_cluster(a.addr).await;
     api.apply(grpc_route("app", "bad", json!({"rules": "not a list"})));
     cross_namespace_cluster(&api, a.addr);
+    // A BackendTLSPolicy (for a Service no route uses) is read with its ConfigMap and gets a status.
+    api.apply(service("app", "unused"));
+    api.apply(backend_tls_policy("app", "unused-tls", "unused", "unused-ca", "unused.app.svc"));
+    api.apply(config_map("app", "unused-ca", &support::tls::Ca::new("ca").pem()));
     let lease = LeaseConfig {
         renew_every: Duration::from_millis(100),
         ..LeaseConfig::new("switchboard", "switchboard-leader", "me")
@@ -509,6 +513,7 @@ async fn rbac_rules_grant_exactly_what_the_controller_uses() {
     })
     .await;
     eventually("lease renewed", || lease_writes(&c.api) > 0).await;
+    eventually("policy status", || !policy_conditions(&c.api, "app", "unused-tls").is_empty()).await;
 
     let verb = |v: Verb| match v {
         Verb::Get => "get",
@@ -580,4 +585,104 @@ async fn client_identity_allow_lists_are_enforced_in_cluster_mode() {
     until_code(c.proxy, tonic::Code::PermissionDenied).await;
     c.api.apply(grpc_route("app", "echo", to_service("echo")));
     until_answered_by(c.proxy, "a").await;
+}
+
+fn config_map(ns: &str, name: &str, ca_pem: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns, "name": name}, "data": {"ca.crt": ca_pem}})
+}
+
+fn backend_tls_policy(ns: &str, name: &str, svc: &str, ca: &str, hostname: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": svc}],
+            "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": ca}], "hostname": hostname}}})
+}
+
+/// Our entry's conditions in a BackendTLSPolicy's stored status: (type, status, reason) each.
+fn policy_conditions(api: &ApiServer, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let Some(obj) = api.get(&Res::new("gateway.networking.k8s.io", "v1", "backendtlspolicies"), ns, name) else {
+        return vec![];
+    };
+    let ancestors = obj["status"]["ancestors"].as_array().cloned().unwrap_or_default();
+    let ours = ancestors.iter().find(|a| a["controllerName"] == "switchboard.dev/grpc-router");
+    let conditions = ours.and_then(|a| a["conditions"].as_array().cloned()).unwrap_or_default();
+    let s = |c: &Value, k: &str| c[k].as_str().unwrap_or_default().to_string();
+    conditions.iter().map(|c| (s(c, "type"), s(c, "status"), s(c, "reason"))).collect()
+}
+
+fn triple(t: &str, s: &str, r: &str) -> (String, String, String) {
+    (t.into(), s.into(), r.into())
+}
+
+/// A BackendTLSPolicy makes calls to its Service go over TLS, verified with the CA of its ConfigMap and its
+/// hostname (a grpcio server with a certificate for that name); its status says Accepted. A ConfigMap
+/// rotated to another CA, or a policy whose ConfigMap is missing, fails calls rather than falling back to
+/// cleartext, and says why on the policy (status, Event) and on the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_policies_reach_services_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::tls::Ca::new("backends");
+    let leaf = ca.issue(&["echo.app.svc"]);
+    let mut config = support::peers::ServerConfig::named("grpcio-tls");
+    config.args = ["--tls-cert", "backend.pem", "--tls-key", "backend.key"]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match i {
+            1 => support::tls::pem_path(dir.path(), a, &leaf.cert_pem).display().to_string(),
+            3 => support::tls::pem_path(dir.path(), a, &leaf.key_pem).display().to_string(),
+            _ => a.to_string(),
+        })
+        .collect();
+    let server = support::peers::PeerServer::grpcio(&config);
+    let api = echo_cluster(server.addr).await;
+    // Another controller's entry, which our writes must keep.
+    let mut policy = backend_tls_policy("app", "echo-tls", "echo", "echo-ca", "echo.app.svc");
+    policy["status"] = json!({"ancestors": [{"ancestorRef": {"name": "gw"}, "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]});
+    api.apply(policy);
+    api.apply(config_map("app", "echo-ca", &ca.pem()));
+    let c = start(api, None).await;
+    until_answered_by(c.proxy, "grpcio-tls").await;
+    eventually("the policy accepted", || {
+        policy_conditions(&c.api, "app", "echo-tls")
+            == [triple("Accepted", "True", "Accepted"), triple("ResolvedRefs", "True", "ResolvedRefs")]
+    })
+    .await;
+    let stored = c.api.get(&Res::new("gateway.networking.k8s.io", "v1", "backendtlspolicies"), "app", "echo-tls");
+    assert_eq!(stored.unwrap()["status"]["ancestors"][0]["controllerName"], "example.com/gateway");
+
+    // The CA rotated to one that did not issue the backend's certificate: new connections fail.
+    c.api.apply(config_map("app", "echo-ca", &support::tls::Ca::new("other").pem()));
+    until_code(c.proxy, tonic::Code::Unavailable).await;
+    let e = answered_by(c.proxy).await.unwrap_err();
+    assert!(e.message().contains("invalid peer certificate"), "{e:?}");
+
+    // A policy whose ConfigMap is missing: no cleartext fallback; the route and the policy say why.
+    c.api.apply(backend_tls_policy("app", "echo-tls", "echo", "missing-ca", "echo.app.svc"));
+    until(c.proxy, "a BackendTLSPolicy message", |got| {
+        matches!(got, Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("BackendTLSPolicy app/echo-tls"))
+    })
+    .await;
+    eventually("the route's ResolvedRefs", || {
+        status(&c.api, "app", "echo").is_some_and(|s| condition(&s, "ResolvedRefs").1 == "InvalidBackendTLSPolicy")
+    })
+    .await;
+    eventually("the policy refused", || {
+        policy_conditions(&c.api, "app", "echo-tls")
+            == [
+                triple("Accepted", "False", "NoValidCACertificate"),
+                triple("ResolvedRefs", "False", "InvalidCACertificateRef"),
+            ]
+    })
+    .await;
+    let events = Res::new("events.k8s.io", "v1", "events");
+    eventually("an Event on the policy", || {
+        c.api.list(&events, Some("app")).iter().any(|e| e["reason"] == "BackendTLSPolicyRejected")
+    })
+    .await;
+
+    // The policy deleted: cleartext again, which a TLS server refuses (no longer a TLS error from us).
+    c.api.delete(&Res::new("gateway.networking.k8s.io", "v1", "backendtlspolicies"), "app", "echo-tls");
+    until(c.proxy, "a call without TLS", |got| matches!(got, Err(s) if !s.message().contains("TLS"))).await;
 }

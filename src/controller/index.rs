@@ -3,20 +3,23 @@
 
 mod endpoints;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
 
+use super::backend_tls::{self, PolicyOutcome, TlsCache, TlsIndex};
 use super::reference_grant::ReferenceGrant;
 use crate::crd::{BackendObjectRef, GrpcRoute};
 use crate::proxy::RuleIdentities;
 use crate::table::{
     self, Backend, EndpointAddr, Resolve, RouteId, RouteInput, RouteReport, Table, Unresolved, UnresolvedReason,
 };
+use crate::tls::{BackendTLSPolicy, BackendTls};
 
 /// The label EndpointSlices carry to name their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -32,6 +35,23 @@ pub struct Snapshot {
     pub slices: Vec<Arc<EndpointSlice>>,
     /// ReferenceGrants; `None` when their CRD is not installed (every cross-namespace reference is refused).
     pub grants: Option<Vec<Arc<ReferenceGrant>>>,
+    /// BackendTLSPolicies (empty when their CRD is not installed: every Service is reached in cleartext).
+    pub tls_policies: Vec<Arc<BackendTLSPolicy>>,
+    /// ConfigMaps, reduced to their `ca.crt` (only watched while BackendTLSPolicies are).
+    pub config_maps: Vec<Arc<ConfigMap>>,
+}
+
+/// Everything one build makes of a snapshot.
+#[derive(Debug)]
+pub struct Built {
+    /// The table.
+    pub table: Table<EndpointAddr>,
+    /// One outcome per GrpcRoute, in precedence order.
+    pub outcomes: Vec<RouteOutcome>,
+    /// The endpoints reached over TLS.
+    pub backend_tls: HashMap<EndpointAddr, Arc<BackendTls>>,
+    /// One outcome per BackendTLSPolicy.
+    pub policies: Vec<PolicyOutcome>,
 }
 
 /// What the build made of one GrpcRoute, for its status.
@@ -53,10 +73,10 @@ type Read = Arc<Result<GrpcRoute, String>>;
 /// A route as read: identity, generation, the typed route (or why not), creation time.
 type Parsed = (RouteId, Option<i64>, Read, Option<String>);
 
-/// GrpcRoutes already read into the typed form, by namespace/name and resourceVersion, so that a rebuild
-/// (most are for endpoint changes) reads only the routes that changed.
+/// GrpcRoutes already read into the typed form, by namespace/name and resourceVersion, and TLS configurations
+/// already built, so that a rebuild (most are for endpoint changes) reads only what changed.
 #[derive(Debug, Default)]
-pub struct RouteCache(HashMap<(String, String), (String, Read)>);
+pub struct RouteCache(HashMap<(String, String), (String, Read)>, TlsCache);
 
 impl RouteCache {
     /// The rules' allow-lists of client identities, of the routes the last build read (the data plane
@@ -81,6 +101,12 @@ pub fn build(snapshot: &Snapshot) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
 
 /// [`build`], reading only the routes that changed since the build that filled `cache`.
 pub fn build_cached(snapshot: &Snapshot, cache: &mut RouteCache) -> (Table<EndpointAddr>, Vec<RouteOutcome>) {
+    let built = build_full(snapshot, cache);
+    (built.table, built.outcomes)
+}
+
+/// Everything [`build_cached`] makes, with the endpoints reached over TLS and the BackendTLSPolicies' outcomes.
+pub fn build_full(snapshot: &Snapshot, cache: &mut RouteCache) -> Built {
     let mut next = HashMap::with_capacity(snapshot.routes.len());
     let mut parsed: Vec<Parsed> = snapshot
         .routes
@@ -108,7 +134,9 @@ pub fn build_cached(snapshot: &Snapshot, cache: &mut RouteCache) -> (Table<Endpo
     // Oldest first; a missing timestamp sorts last. Ties by namespace/name.
     parsed.sort_by(|a, b| (a.3.is_none(), &a.3, &a.0).cmp(&(b.3.is_none(), &b.3, &b.0)));
 
-    let resolver = ClusterResolver::new(snapshot);
+    let (tls, policies) =
+        backend_tls::index(&snapshot.tls_policies, &snapshot.config_maps, &snapshot.services, &mut cache.1);
+    let resolver = ClusterResolver::new(snapshot, &tls);
     let valid: Vec<(&RouteId, &GrpcRoute)> =
         parsed.iter().filter_map(|(id, _, r, _)| r.as_ref().as_ref().ok().map(|r| (id, r))).collect();
     let inputs: Vec<RouteInput<'_>> = valid.iter().map(|(id, r)| RouteInput { id, spec: &r.spec }).collect();
@@ -128,18 +156,20 @@ pub fn build_cached(snapshot: &Snapshot, cache: &mut RouteCache) -> (Table<Endpo
             RouteOutcome { id, generation, report, rules }
         })
         .collect();
-    (out.table, outcomes)
+    Built { table: out.table, outcomes, backend_tls: resolver.bound.into_inner(), policies }
 }
 
-/// Resolves backendRefs to the ready endpoints of Services.
+/// Resolves backendRefs to the ready endpoints of Services, noting which are reached over TLS.
 struct ClusterResolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     grants: Option<HashMap<&'a str, Vec<&'a ReferenceGrant>>>,
+    tls: &'a TlsIndex,
+    bound: RefCell<HashMap<EndpointAddr, Arc<BackendTls>>>,
 }
 
 impl<'a> ClusterResolver<'a> {
-    fn new(s: &'a Snapshot) -> Self {
+    fn new(s: &'a Snapshot, tls: &'a TlsIndex) -> Self {
         let ns = |m: &'a kube::api::ObjectMeta| m.namespace.as_deref().unwrap_or("");
         let services = s
             .services
@@ -159,7 +189,7 @@ impl<'a> ClusterResolver<'a> {
             }
             by_ns
         });
-        Self { services, slices, grants }
+        Self { services, slices, grants, tls, bound: RefCell::default() }
     }
 }
 
@@ -197,7 +227,16 @@ impl Resolve<EndpointAddr> for ClusterResolver<'_> {
             return unresolved(UnresolvedReason::BackendNotFound, format!("Service {namespace}/{} not found", r.name));
         };
         let slices = self.slices.get(&(namespace, r.name.as_str())).map(Vec::as_slice).unwrap_or_default();
-        let endpoints = endpoints::resolve(&format!("{namespace}/{}", r.name), svc, slices, port)?;
+        let tls = match self.tls.lookup(namespace, &r.name, endpoints::port_name(svc, port)) {
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(why)) => return unresolved(UnresolvedReason::InvalidBackendTlsPolicy, why.clone()),
+            None => None,
+        };
+        let endpoints = endpoints::resolve(&format!("{namespace}/{}", r.name), svc, slices, port, tls.is_some())?;
+        if let Some(tls) = tls {
+            let mut bound = self.bound.borrow_mut();
+            bound.extend(endpoints.iter().map(|e| (e.clone(), tls.clone())));
+        }
         Ok(Backend { name: format!("{namespace}/{}:{port}", r.name).into(), endpoints })
     }
 }

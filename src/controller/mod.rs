@@ -2,8 +2,10 @@
 //! API is there), builds a new table on every change (coalescing bursts) and swaps it into the data plane. A
 //! separate task writes status and Events, only on the leader.
 
+pub mod backend_tls;
 pub mod index;
 pub mod leader;
+pub mod policy_status;
 pub mod reference_grant;
 mod slim;
 pub mod status;
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -31,6 +33,7 @@ use crate::admin::Readiness;
 use crate::crd::GrpcRoute;
 use crate::metrics::Metrics;
 use crate::proxy::{Policies, Routes, Shutdown};
+use crate::tls::BackendTLSPolicy;
 
 /// What the controller watches and how it writes.
 #[derive(Clone, Debug)]
@@ -47,7 +50,8 @@ pub struct ControllerConfig {
     pub debounce: Duration,
     /// How often the status writer checks every route again, changed or not.
     pub status_resync: Duration,
-    /// How often an optional API (ReferenceGrant) that is missing or forbidden is looked for again.
+    /// How often an optional API (ReferenceGrant, BackendTLSPolicy) that is missing or forbidden is looked
+    /// for again.
     pub optional_recheck: Duration,
 }
 
@@ -72,16 +76,33 @@ struct Stores {
     slices: Vec<Store<EndpointSlice>>,
     /// Filled in once the ReferenceGrant API is found and readable; `None` until then.
     grants: Arc<Mutex<Option<Vec<Store<ReferenceGrant>>>>>,
+    /// Filled in once the BackendTLSPolicy API is found, and it and ConfigMaps are readable.
+    tls: TlsSlot,
+}
+
+/// The BackendTLSPolicy and ConfigMap stores, once their watches started.
+pub type TlsSlot = Arc<Mutex<Option<TlsStores>>>;
+
+/// BackendTLSPolicy and ConfigMap stores, one of each per watched scope.
+#[derive(Clone)]
+pub struct TlsStores {
+    /// BackendTLSPolicies.
+    pub policies: Vec<Store<BackendTLSPolicy>>,
+    /// ConfigMaps (only their `ca.crt`).
+    pub config_maps: Vec<Store<ConfigMap>>,
 }
 
 impl Stores {
     fn snapshot(&self) -> Snapshot {
         let grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        let tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         Snapshot {
             routes: self.routes.iter().flat_map(Store::state).collect(),
             services: self.services.iter().flat_map(Store::state).collect(),
             slices: self.slices.iter().flat_map(Store::state).collect(),
             grants: grants.as_ref().map(|g| g.iter().flat_map(Store::state).collect()),
+            tls_policies: tls.iter().flat_map(|t| &t.policies).flat_map(Store::state).collect(),
+            config_maps: tls.iter().flat_map(|t| &t.config_maps).flat_map(Store::state).collect(),
         }
     }
 
@@ -112,15 +133,45 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     let route_changed = Arc::new(Notify::new());
     let stores = start_watches(&client, &config, &changed, &route_changed, &metrics);
-    let optional = OptionalGrants {
+    let optional = |name, consequence, probes| Optional {
         client: client.clone(),
         scopes: scopes(&config),
-        slot: stores.grants.clone(),
         changed: changed.clone(),
-        metrics: metrics.clone(),
         recheck: config.optional_recheck,
+        name,
+        consequence,
+        probes,
     };
-    tokio::spawn(optional.run());
+    let grants = optional(
+        "ReferenceGrants",
+        "cross-namespace backendRefs are refused",
+        vec![ApiResource::erase::<ReferenceGrant>(&())],
+    );
+    let (slot, watch_metrics) = (stores.grants.clone(), metrics.clone());
+    tokio::spawn(grants.run(move |o| {
+        let watch = |s: &Option<String>| {
+            watch_typed(&o.client, s.as_deref(), &o.changed, "referencegrants", &watch_metrics, slim::grant)
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(o.scopes.iter().map(watch).collect());
+    }));
+    let policies = optional(
+        "BackendTLSPolicies",
+        "every Service is reached in cleartext",
+        vec![ApiResource::erase::<BackendTLSPolicy>(&()), ApiResource::erase::<ConfigMap>(&())],
+    );
+    let (slot, watch_metrics) = (stores.tls.clone(), metrics.clone());
+    tokio::spawn(policies.run(move |o| {
+        let m = &watch_metrics;
+        let stores = TlsStores {
+            policies: (o.scopes.iter())
+                .map(|s| watch_typed(&o.client, s.as_deref(), &o.changed, "backendtlspolicies", m, slim::tls_policy))
+                .collect(),
+            config_maps: (o.scopes.iter())
+                .map(|s| watch_typed(&o.client, s.as_deref(), &o.changed, "configmaps", m, slim::config_map))
+                .collect(),
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
+    }));
 
     let (leader_tx, leader_rx) = watch::channel(config.lease.is_none());
     metrics.leader.set(i64::from(config.lease.is_none()));
@@ -132,10 +183,7 @@ pub async fn run(
         }
         None => (None, Some(leader_tx)),
     };
-    let reporter = Reporter {
-        controller: config.field_manager.clone(),
-        instance: config.lease.as_ref().map(|l| l.identity.clone()),
-    };
+    let reporter = reporter_for(&config);
     let (outcomes_tx, outcomes_rx) = watch::channel(Arc::new(Vec::new()));
     let writer = writer::Writer {
         client: client.clone(),
@@ -145,7 +193,16 @@ pub async fn run(
         metrics: metrics.clone(),
         resync: config.status_resync,
     };
-    tokio::spawn(writer.run(outcomes_rx, leader_rx, route_changed, shutdown.clone()));
+    tokio::spawn(writer.run(outcomes_rx, leader_rx.clone(), route_changed, shutdown.clone()));
+    let (policy_outcomes_tx, policy_outcomes_rx) = watch::channel(Arc::new(Vec::new()));
+    let policy_writer = policy_status::PolicyWriter {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter_for(&config)),
+        stores: stores.tls.clone(),
+        metrics: metrics.clone(),
+        resync: config.status_resync,
+    };
+    tokio::spawn(policy_writer.run(policy_outcomes_rx, leader_rx, shutdown.clone()));
 
     let mut stop = std::pin::pin!(shutdown.into_wait());
     tokio::select! {
@@ -162,9 +219,10 @@ pub async fn run(
     loop {
         let started = std::time::Instant::now();
         let snapshot = stores.snapshot();
-        let (table, outcomes) = index::build_cached(&snapshot, &mut parsed);
+        let index::Built { table, outcomes, backend_tls, policies: policy_outcomes } =
+            index::build_full(&snapshot, &mut parsed);
         let rules = table.rules().len();
-        let policies = Policies { identities: parsed.client_identities(), ..Default::default() };
+        let policies = Policies { identities: parsed.client_identities(), backend_tls };
         routes.swap_with(table, &policies);
         metrics.reconciles.inc();
         metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
@@ -181,6 +239,13 @@ pub async fn run(
             let modified = **current != outcomes;
             if modified {
                 *current = Arc::new(outcomes);
+            }
+            modified
+        });
+        policy_outcomes_tx.send_if_modified(|current| {
+            let modified = **current != policy_outcomes;
+            if modified {
+                *current = Arc::new(policy_outcomes);
             }
             modified
         });
@@ -209,11 +274,22 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => None,
         Err(e) => return Err(e),
     };
+    let (tls_policies, config_maps) = match Api::<BackendTLSPolicy>::all(client.clone()).list(&lp).await {
+        Ok(p) if !p.items.is_empty() => {
+            let cms = Api::<ConfigMap>::all(client.clone()).list(&lp).await?;
+            (p.items.into_iter().map(Arc::new).collect(), cms.items.into_iter().map(Arc::new).collect())
+        }
+        Ok(_) => (Vec::new(), Vec::new()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => (Vec::new(), Vec::new()),
+        Err(e) => return Err(e),
+    };
     Ok(Snapshot {
         routes: routes.items.into_iter().map(Arc::new).collect(),
         services: services.items.into_iter().map(Arc::new).collect(),
         slices: slices.items.into_iter().map(Arc::new).collect(),
         grants,
+        tls_policies,
+        config_maps,
     })
 }
 
@@ -239,7 +315,13 @@ fn start_watches(
     if let Some(sel) = &config.label_selector {
         route_cfg = route_cfg.labels(sel);
     }
-    let mut stores = Stores { routes: vec![], services: vec![], slices: vec![], grants: Default::default() };
+    let mut stores = Stores {
+        routes: vec![],
+        services: vec![],
+        slices: vec![],
+        grants: Default::default(),
+        tls: Default::default(),
+    };
     for scope in scopes(config) {
         let scope = scope.as_deref();
         let api = match scope {
@@ -257,47 +339,37 @@ fn start_watches(
     stores
 }
 
-/// The ReferenceGrant API, which a cluster may not have (the Gateway API CRDs are optional) or may not let us
-/// read (a namespaced install with Role-only RBAC).
-struct OptionalGrants {
+/// An API a cluster may not have (the Gateway API CRDs are optional) or may not let us read (a namespaced
+/// install with Role-only RBAC): ReferenceGrants, BackendTLSPolicies with the ConfigMaps they name.
+struct Optional {
     client: Client,
     scopes: Vec<Option<String>>,
-    slot: Arc<Mutex<Option<Vec<Store<ReferenceGrant>>>>>,
     changed: Arc<Notify>,
-    metrics: Metrics,
     recheck: Duration,
+    /// For logs.
+    name: &'static str,
+    /// What it means while the API is unavailable, for logs.
+    consequence: &'static str,
+    /// Every kind that must be served and listable.
+    probes: Vec<ApiResource>,
 }
 
-impl OptionalGrants {
+impl Optional {
     /// Looks for the API by discovery (which every client may read), then checks that each scope may be
-    /// listed. Missing or forbidden, it is an empty set (cross-namespace refs refused) that never holds up
-    /// readiness, looked for again every `recheck`; once found, its watches start.
-    async fn run(self) {
+    /// listed. Missing or forbidden, it is an empty set that never holds up readiness, looked for again every
+    /// `recheck`; once found, `start` starts its watches.
+    async fn run(self, start: impl FnOnce(&Self)) {
         let mut last_reason = String::new();
         loop {
             match self.readable().await {
                 Ok(()) => {
-                    let stores = self
-                        .scopes
-                        .iter()
-                        .map(|s| {
-                            watch_typed(
-                                &self.client,
-                                s.as_deref(),
-                                &self.changed,
-                                "referencegrants",
-                                &self.metrics,
-                                slim::grant,
-                            )
-                        })
-                        .collect();
-                    *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
-                    tracing::info!("ReferenceGrants watched: cross-namespace backendRefs follow them");
+                    start(&self);
+                    tracing::info!(api = self.name, "watched");
                     self.changed.notify_one();
                     return;
                 }
                 Err(reason) if reason != last_reason => {
-                    tracing::info!(%reason, recheck = ?self.recheck, "ReferenceGrants unavailable: cross-namespace backendRefs are refused");
+                    tracing::info!(api = self.name, %reason, recheck = ?self.recheck, "unavailable: {}", self.consequence);
                     last_reason = reason;
                 }
                 Err(_) => {}
@@ -306,33 +378,42 @@ impl OptionalGrants {
         }
     }
 
-    /// Whether the API is served and listable in every scope; why not, otherwise.
+    /// Whether every probed kind is served and listable in every scope; why not, otherwise.
     async fn readable(&self) -> Result<(), String> {
-        let gv = format!("{}/{}", ReferenceGrant::group(&()), ReferenceGrant::version(&()));
-        let resources = match self.client.list_api_group_resources(&gv).await {
-            Ok(r) => r,
-            Err(kube::Error::Api(e)) if e.code == 404 => return Err(format!("{gv} is not served (CRD not installed)")),
-            Err(e) => return Err(format!("discovery of {gv} failed: {e}")),
-        };
-        let plural = ReferenceGrant::plural(&());
-        if !resources.resources.iter().any(|r| r.name == plural) {
-            return Err(format!("{gv} does not serve {plural}"));
-        }
-        for scope in &self.scopes {
-            let api: Api<ReferenceGrant> = match scope {
-                Some(ns) => Api::namespaced(self.client.clone(), ns),
-                None => Api::all(self.client.clone()),
-            };
-            if let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
-                let at = scope.as_deref().map_or("cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
-                return Err(match e {
-                    kube::Error::Api(e) => format!("listing {plural} {at}: {} {}", e.code, e.reason),
-                    e => format!("listing {plural} {at}: {e}"),
-                });
+        for ar in &self.probes {
+            if !ar.group.is_empty() {
+                let gv = &ar.api_version;
+                let resources = match self.client.list_api_group_resources(gv).await {
+                    Ok(r) => r,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        return Err(format!("{gv} is not served (CRD not installed)"))
+                    }
+                    Err(e) => return Err(format!("discovery of {gv} failed: {e}")),
+                };
+                if !resources.resources.iter().any(|r| r.name == ar.plural) {
+                    return Err(format!("{gv} does not serve {}", ar.plural));
+                }
+            }
+            for scope in &self.scopes {
+                let api: Api<DynamicObject> = match scope {
+                    Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+                    None => Api::all_with(self.client.clone(), ar),
+                };
+                if let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
+                    let at = scope.as_deref().map_or("cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
+                    return Err(match e {
+                        kube::Error::Api(e) => format!("listing {} {at}: {} {}", ar.plural, e.code, e.reason),
+                        e => format!("listing {} {at}: {e}", ar.plural),
+                    });
+                }
             }
         }
         Ok(())
     }
+}
+
+fn reporter_for(config: &ControllerConfig) -> Reporter {
+    Reporter { controller: config.field_manager.clone(), instance: config.lease.as_ref().map(|l| l.identity.clone()) }
 }
 
 fn watch_typed<K>(

@@ -2,12 +2,14 @@
 //! managedFields alone are often larger than the rest of an object; at 10,000 Services and EndpointSlices
 //! the difference is most of the controller's memory.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DynamicObject, ObjectMeta};
 
+use super::backend_tls::CA_KEY;
 use super::index::SERVICE_NAME_LABEL;
 use super::reference_grant::ReferenceGrant;
+use crate::tls::BackendTLSPolicy;
 
 /// Keeps name, namespace, uid, generation, creation time and resourceVersion; drops managedFields,
 /// annotations (`last-applied-configuration` is a copy of the object), labels, owner references and finalizers.
@@ -56,4 +58,17 @@ pub fn slice(s: &mut EndpointSlice) {
 /// A ReferenceGrant keeps its spec.
 pub fn grant(g: &mut ReferenceGrant) {
     meta(&mut g.metadata);
+}
+
+/// A BackendTLSPolicy keeps spec and status (the writer merges its entries into the stored ancestors).
+pub fn tls_policy(p: &mut BackendTLSPolicy) {
+    meta(&mut p.metadata);
+}
+
+/// A ConfigMap keeps only its `ca.crt`: the one key a BackendTLSPolicy reads, and every other ConfigMap of
+/// the cluster shrinks to its name.
+pub fn config_map(c: &mut ConfigMap) {
+    meta(&mut c.metadata);
+    c.binary_data = None;
+    c.data = c.data.take().and_then(|mut d| d.remove_entry(CA_KEY)).map(|(k, v)| [(k, v)].into());
 }

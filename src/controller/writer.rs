@@ -155,14 +155,7 @@ impl Writer {
             return Ok(());
         }
         tracing::error!(route = %outcome.id, error = %message, "route rejected");
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "RouteRejected".into(),
-            note: Some(truncate(&message, MAX_EVENT_NOTE)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        match self.recorder.publish(&event, &obj.object_ref(ar)).await {
+        match self.recorder.publish(&warning("RouteRejected", &message), &obj.object_ref(ar)).await {
             Ok(()) => {
                 evented.insert(outcome.id.clone(), message);
             }
@@ -182,6 +175,17 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A `Warning` Event about an object switchboard cannot use, its note cut to the API server's limit.
+pub fn warning(reason: &str, note: &str) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(truncate(note, MAX_EVENT_NOTE)),
+        action: "Reconcile".into(),
+        secondary: None,
     }
 }
 

@@ -59,6 +59,8 @@ pub enum UnresolvedReason {
     UnsupportedValue,
     /// The Service port speaks something gRPC cannot use (UDP, or an `appProtocol` that is not HTTP/2).
     UnsupportedProtocol,
+    /// A BackendTLSPolicy targets the Service but cannot be used: calls fail rather than go out in cleartext.
+    InvalidBackendTlsPolicy,
 }
 
 impl UnresolvedReason {
@@ -70,6 +72,7 @@ impl UnresolvedReason {
             Self::InvalidKind => "InvalidKind",
             Self::UnsupportedValue => "UnsupportedValue",
             Self::UnsupportedProtocol => "UnsupportedProtocol",
+            Self::InvalidBackendTlsPolicy => "InvalidBackendTLSPolicy",
         }
     }
 }

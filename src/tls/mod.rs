@@ -18,8 +18,8 @@ use rustls::RootCertStore;
 pub use self::backend::{BackendTls, BackendTlsSettings};
 pub use self::identity::{ClientIdentity, SubjectAltName};
 pub use self::policy::{
-    policy_targets, BackendTlsPolicySpec, LocalObjectRef, PolicyError, PolicySubjectAltName, PolicyTarget,
-    PolicyTargetRef, PolicyValidation,
+    policy_targets, BackendTLSPolicy, BackendTlsPolicySpec, LocalObjectRef, PolicyError, PolicyStatus,
+    PolicySubjectAltName, PolicyTarget, PolicyTargetRef, PolicyValidation,
 };
 pub use self::server::{ServerTls, ServerTlsFiles};
 

@@ -3,10 +3,22 @@
 //! `ca.crt`); watching policies and ConfigMaps, and using the result when the table is bound, is the
 //! controller's part.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-/// The fields of a BackendTLSPolicy's spec that switchboard reads.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+use super::SubjectAltName;
+
+/// The fields of a BackendTLSPolicy's spec that switchboard reads (`BackendTLSPolicy` is the object; only
+/// the controller reads it, from the Gateway API's CRD).
+#[derive(kube::CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "BackendTLSPolicy",
+    plural = "backendtlspolicies",
+    namespaced,
+    status = "PolicyStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendTlsPolicySpec {
     /// The Services (or ports of them, by `sectionName`) the policy applies to.
@@ -15,8 +27,17 @@ pub struct BackendTlsPolicySpec {
     pub validation: PolicyValidation,
 }
 
+/// A policy's status: one entry per ancestor and controller. Entries of other controllers are kept as they
+/// are (the list is atomic: a writer reads it, changes its own entries and writes the whole list back).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct PolicyStatus {
+    /// `status.ancestors`, as stored.
+    #[serde(default)]
+    pub ancestors: Vec<serde_json::Value>,
+}
+
 /// One target of a policy.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTargetRef {
     /// API group of the target (`""`: core).
@@ -27,19 +48,19 @@ pub struct PolicyTargetRef {
     /// Name of the target.
     pub name: String,
     /// A port name of the Service; none: every port.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
 }
 
 /// `spec.validation`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyValidation {
     /// ConfigMaps (key `ca.crt`) holding the CA bundle.
     #[serde(default)]
     pub ca_certificate_refs: Vec<LocalObjectRef>,
     /// `System`: the platform's CAs.
-    #[serde(default)]
+    #[serde(default, rename = "wellKnownCACertificates", skip_serializing_if = "Option::is_none")]
     pub well_known_ca_certificates: Option<String>,
     /// SNI, and the name verified when `subjectAltNames` is empty.
     pub hostname: String,
@@ -49,7 +70,7 @@ pub struct PolicyValidation {
 }
 
 /// A reference to an object in the policy's namespace.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalObjectRef {
     /// API group (`""`: core).
@@ -62,17 +83,17 @@ pub struct LocalObjectRef {
 }
 
 /// One of `subjectAltNames`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySubjectAltName {
     /// `Hostname` or `URI`.
     #[serde(rename = "type")]
     pub kind: String,
     /// For `Hostname`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// For `URI`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
 }
 
@@ -85,56 +106,85 @@ pub struct PolicyTarget {
     pub port_name: Option<String>,
     /// The CA bundle, PEM: the referenced ConfigMaps' `ca.crt`, concatenated.
     pub ca_pem: String,
-    /// Sent as SNI and verified.
+    /// Sent as SNI, and verified when `subject_alt_names` is empty.
     pub server_name: String,
+    /// Verified instead of `server_name`.
+    pub subject_alt_names: Vec<SubjectAltName>,
 }
 
-/// Why a policy cannot be used, with the Gateway API condition reason it maps to.
+/// Why a policy cannot be used, as the Gateway API's condition reasons say it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}: {message}")]
+#[error("{message}")]
 pub struct PolicyError {
-    /// `InvalidCACertificateRef`, `InvalidKind` or `NoValidCACertificate`.
-    pub reason: &'static str,
+    /// `Accepted=False` with this reason (`NoValidCACertificate`, `Invalid`); `None`: the policy is accepted,
+    /// though some CA reference is bad (connections to its targets still fail).
+    pub accepted: Option<&'static str>,
+    /// `ResolvedRefs=False` with this reason (`InvalidCACertificateRef`, `InvalidKind`) when a CA reference is
+    /// at fault.
+    pub resolved_refs: Option<&'static str>,
     /// What is wrong.
     pub message: String,
 }
 
-fn error(reason: &'static str, message: String) -> PolicyError {
-    PolicyError { reason, message }
+fn invalid(message: String) -> PolicyError {
+    PolicyError { accepted: Some("Invalid"), resolved_refs: None, message }
 }
 
-/// The TLS settings of every Service the policy targets. `ca_crt(name)` is the `ca.crt` of the ConfigMap
-/// `name` in the policy's namespace, if there is one.
+/// The TLS settings of every core Service the policy targets (other kinds are not switchboard's). `ca_crt(name)`
+/// is the `ca.crt` of the ConfigMap `name` in the policy's namespace, if there is one.
 pub fn policy_targets(
     spec: &BackendTlsPolicySpec,
     ca_crt: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<PolicyTarget>, PolicyError> {
     let v = &spec.validation;
-    if v.well_known_ca_certificates.is_some() {
-        return Err(error(
-            "NoValidCACertificate",
+    if v.well_known_ca_certificates.as_deref().is_some_and(|w| !w.is_empty()) {
+        return Err(invalid(
             "wellKnownCACertificates is not supported; reference a ConfigMap with caCertificateRefs".into(),
         ));
     }
-    if !v.subject_alt_names.is_empty() {
-        return Err(error("NoValidCACertificate", "subjectAltNames is not supported; set hostname only".into()));
-    }
     if v.ca_certificate_refs.is_empty() {
-        return Err(error("NoValidCACertificate", "caCertificateRefs is empty".into()));
+        return Err(PolicyError {
+            accepted: Some("NoValidCACertificate"),
+            resolved_refs: None,
+            message: "caCertificateRefs is empty".into(),
+        });
     }
+    let subject_alt_names = v
+        .subject_alt_names
+        .iter()
+        .map(|n| match (n.kind.as_str(), &n.hostname, &n.uri) {
+            ("Hostname", Some(h), _) if !h.is_empty() => Ok(SubjectAltName::Dns(h.to_ascii_lowercase())),
+            ("URI", _, Some(u)) if !u.is_empty() => Ok(SubjectAltName::Uri(u.clone())),
+            (kind, ..) => Err(invalid(format!("subjectAltNames: a {kind:?} entry without its value"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut ca_pem = String::new();
+    let mut bad = Vec::new();
     for r in &v.ca_certificate_refs {
         if !r.group.is_empty() || r.kind != "ConfigMap" {
-            return Err(error(
-                "InvalidKind",
-                format!("caCertificateRef {}: only core ConfigMaps are supported", r.name),
-            ));
+            let kind = if r.group.is_empty() { r.kind.clone() } else { format!("{}.{}", r.kind, r.group) };
+            bad.push(("InvalidKind", format!("caCertificateRef {kind} {}: only ConfigMaps are supported", r.name)));
+            continue;
         }
-        let pem = ca_crt(&r.name).ok_or_else(|| {
-            error("InvalidCACertificateRef", format!("ConfigMap {} has no ca.crt, or does not exist", r.name))
-        })?;
-        ca_pem.push_str(pem.trim_end());
-        ca_pem.push('\n');
+        match ca_crt(&r.name).filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----")) {
+            Some(pem) => {
+                ca_pem.push_str(pem.trim_end());
+                ca_pem.push('\n');
+            }
+            None => bad.push((
+                "InvalidCACertificateRef",
+                format!("caCertificateRef ConfigMap {}: missing, or no PEM certificate under ca.crt", r.name),
+            )),
+        }
+    }
+    if let Some((reason, _)) = bad.first() {
+        let all = bad.len() == v.ca_certificate_refs.len();
+        let message = bad.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ");
+        return Err(PolicyError {
+            accepted: all.then_some("NoValidCACertificate"),
+            resolved_refs: Some(reason),
+            message,
+        });
     }
     let targets = spec
         .target_refs
@@ -142,9 +192,10 @@ pub fn policy_targets(
         .filter(|t| t.group.is_empty() && t.kind == "Service")
         .map(|t| PolicyTarget {
             service: t.name.clone(),
-            port_name: t.section_name.clone(),
+            port_name: t.section_name.clone().filter(|s| !s.is_empty()),
             ca_pem: ca_pem.clone(),
             server_name: v.hostname.clone(),
+            subject_alt_names: subject_alt_names.clone(),
         })
         .collect();
     Ok(targets)
@@ -176,21 +227,43 @@ mod tests {
     }
 
     #[test]
-    fn what_cannot_be_honoured_is_refused_with_its_reason() {
+    fn subject_alt_names_are_read() {
+        let s = spec(
+            "targetRefs: [{group: \"\", kind: Service, name: p}]\nvalidation:\n  caCertificateRefs: [{group: \"\", kind: ConfigMap, name: payments-ca}]\n  hostname: p.svc\n  subjectAltNames: [{type: URI, uri: \"spiffe://td/p\"}, {type: Hostname, hostname: P.Example}]\n",
+        );
+        let t = &policy_targets(&s, configmaps).unwrap()[0];
+        assert_eq!(
+            t.subject_alt_names,
+            [SubjectAltName::Uri("spiffe://td/p".into()), SubjectAltName::Dns("p.example".into())]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_with_its_reasons() {
         let base = "targetRefs: [{group: \"\", kind: Service, name: payments}]\nvalidation:\n  hostname: p.svc\n";
+        let good = "{group: \"\", kind: ConfigMap, name: payments-ca}";
         let cases = [
-            ("  caCertificateRefs: [{group: \"\", kind: ConfigMap, name: missing}]\n", "InvalidCACertificateRef"),
-            ("  caCertificateRefs: [{group: \"\", kind: Secret, name: payments-ca}]\n", "InvalidKind"),
-            ("  wellKnownCACertificates: System\n", "NoValidCACertificate"),
             (
-                "  caCertificateRefs: [{group: \"\", kind: ConfigMap, name: payments-ca}]\n  subjectAltNames: [{type: URI, uri: \"spiffe://td/p\"}]\n",
-                "NoValidCACertificate",
+                "  caCertificateRefs: [{group: \"\", kind: ConfigMap, name: missing}]\n".to_string(),
+                Some("NoValidCACertificate"),
+                Some("InvalidCACertificateRef"),
             ),
-            ("", "NoValidCACertificate"),
+            (
+                "  caCertificateRefs: [{group: \"\", kind: Secret, name: payments-ca}]\n".to_string(),
+                Some("NoValidCACertificate"),
+                Some("InvalidKind"),
+            ),
+            (
+                format!("  caCertificateRefs: [{good}, {{group: \"\", kind: ConfigMap, name: missing}}]\n"),
+                None,
+                Some("InvalidCACertificateRef"),
+            ),
+            ("  wellKnownCACertificates: System\n".to_string(), Some("Invalid"), None),
+            (String::new(), Some("NoValidCACertificate"), None),
         ];
-        for (extra, reason) in cases {
+        for (extra, accepted, resolved_refs) in cases {
             let e = policy_targets(&spec(&format!("{base}{extra}")), configmaps).unwrap_err();
-            assert_eq!(e.reason, reason, "{extra}: {e}");
+            assert_eq!((e.accepted, e.resolved_refs), (accepted, resolved_refs), "{extra}: {e}");
         }
     }
 }

@@ -64,7 +64,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The permissions the controller needs where it watches routes. Minimal: read what it watches, patch only the
-status subresource of GrpcRoutes, and write Events about GrpcRoutes. kube-runtime's Recorder writes
+status subresources of GrpcRoutes and BackendTLSPolicies, and write Events about them. ConfigMaps are read for
+the `ca.crt` that BackendTLSPolicies name (the controller keeps no other key of them). kube-runtime's Recorder writes
 events.k8s.io/v1 Events (create, then patch to count repeats); the core group is granted too, for clients
 that still write v1 Events.
 */}}
@@ -85,7 +86,13 @@ that still write v1 Events.
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["referencegrants"]
+  resources: ["referencegrants", "backendtlspolicies"]
+  verbs: ["list", "watch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["backendtlspolicies/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
   verbs: ["list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -13,13 +13,21 @@ use crate::table::{EndpointAddr, Unresolved, UnresolvedReason};
 /// else. Any other value (`kubernetes.io/h2c`, `grpc`, `h2c`, `http2`, vendor values) is taken at its word.
 const NOT_H2C: [&str; 6] = ["http", "kubernetes.io/ws", "kubernetes.io/wss", "https", "tcp", "udp"];
 
+/// The name of the Service port `port`, if it has one.
+pub fn port_name(svc: &Service, port: u16) -> Option<&str> {
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    ports.iter().find(|p| p.port == i32::from(port)).and_then(|p| p.name.as_deref()).filter(|n| !n.is_empty())
+}
+
 /// The endpoints of `svc` (named `what` in messages) for the Service port `port`, from `slices` (every slice
-/// labelled with the Service's name, in any order).
+/// labelled with the Service's name, in any order). `tls`: the port is reached over TLS (a BackendTLSPolicy),
+/// so an `appProtocol` of `https` is fine.
 pub fn resolve(
     what: &str,
     svc: &Service,
     slices: &[&EndpointSlice],
     port: u16,
+    tls: bool,
 ) -> Result<Vec<EndpointAddr>, Unresolved> {
     let fail = |reason, message: String| Err(Unresolved { reason, message });
     let spec = svc.spec.as_ref();
@@ -38,7 +46,7 @@ pub fn resolve(
         None => return fail(UnresolvedReason::BackendNotFound, format!("Service {what} has no port {port}")),
     };
     if let Some(p) = service_port {
-        check_protocol(what, p)?;
+        check_protocol(what, p, tls)?;
     }
     let family = address_family(svc, slices);
     let mut ready = Vec::new();
@@ -66,7 +74,7 @@ pub fn resolve(
     Ok(endpoints)
 }
 
-fn check_protocol(what: &str, p: &ServicePort) -> Result<(), Unresolved> {
+fn check_protocol(what: &str, p: &ServicePort, tls: bool) -> Result<(), Unresolved> {
     let port = p.port;
     let protocol = p.protocol.as_deref().unwrap_or("TCP");
     if protocol != "TCP" {
@@ -76,6 +84,7 @@ fn check_protocol(what: &str, p: &ServicePort) -> Result<(), Unresolved> {
         });
     }
     match p.app_protocol.as_deref() {
+        Some(app) if tls && app.eq_ignore_ascii_case("https") => Ok(()),
         Some(app) if NOT_H2C.iter().any(|n| n.eq_ignore_ascii_case(app)) => Err(Unresolved {
             reason: UnresolvedReason::UnsupportedProtocol,
             message: format!("Service {what} port {port} has appProtocol {app}; gRPC needs HTTP/2 (kubernetes.io/h2c)"),

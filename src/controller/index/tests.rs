@@ -96,7 +96,7 @@ fn ready_endpoints_of_the_named_port_only() {
             ),
             slice("app", "echo", Some("metrics"), 9090, &[("10.0.0.9", Some(true), None)]),
         ],
-        grants: None,
+        ..Default::default()
     };
     let (table, outcomes) = build(&snap);
     assert_eq!(
@@ -155,6 +155,7 @@ fn reference_grants_allow_cross_namespace_refs() {
         services: vec![service("other", "echo", &[(80, None)])],
         slices: vec![slice("other", "echo", None, 5000, &[("10.1.0.1", Some(true), None)])],
         grants: Some(vec![]),
+        ..Default::default()
     };
     let unresolved = |s: &Snapshot| build(s).1[0].report.as_ref().unwrap().unresolved.clone();
     assert_eq!(unresolved(&base)[0].reason, UnresolvedReason::RefNotPermitted);
@@ -303,8 +304,12 @@ mod as_kubernetes_writes_them {
     }
 
     fn resolve(services: Vec<Arc<Service>>, slices: Vec<Arc<EndpointSlice>>, port: u16) -> Vec<String> {
-        let snap =
-            Snapshot { routes: vec![route("app", "r", 1, to("echo", None, port))], services, slices, grants: None };
+        let snap = Snapshot {
+            routes: vec![route("app", "r", 1, to("echo", None, port))],
+            services,
+            slices,
+            ..Default::default()
+        };
         let (table, outcomes) = build(&snap);
         match &outcomes[0].report.as_ref().unwrap().unresolved[..] {
             [] => endpoints(&table),
@@ -405,7 +410,7 @@ fn the_route_cache_rereads_only_changed_routes() {
         r
     };
     let services = vec![service("app", "a", &[(80, None)]), service("app", "b", &[(80, None)])];
-    let snap = |r| Snapshot { routes: vec![r], services: services.clone(), slices: vec![], grants: None };
+    let snap = |r| Snapshot { routes: vec![r], services: services.clone(), ..Default::default() };
     let backend = |t: &Table<EndpointAddr>| match t.rules()[0].backends.targets().next().unwrap() {
         Target::Backend(b) => b.name.to_string(),
         Target::Unresolved { name, .. } => name.to_string(),
@@ -420,4 +425,46 @@ fn the_route_cache_rereads_only_changed_routes() {
     assert_eq!(backend(&t), "app/b:80", "a new version is read again");
     let (_, outcomes) = build_cached(&Snapshot::default(), &mut cache);
     assert!(outcomes.is_empty() && cache.0.is_empty(), "deleted routes leave the cache");
+}
+
+#[test]
+fn backend_tls_policies_bind_endpoints_or_make_them_unreachable() {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
+    let cm = |name: &str, pem: &str| {
+        Arc::new(k8s_openapi::api::core::v1::ConfigMap {
+            metadata: meta("app", name),
+            data: Some([("ca.crt".to_string(), pem.to_string())].into()),
+            ..Default::default()
+        })
+    };
+    let policy = |ca_name: &str| {
+        let spec: crate::tls::BackendTlsPolicySpec = serde_yaml::from_str(&format!(
+            "targetRefs: [{{group: \"\", kind: Service, name: echo}}]\nvalidation:\n  caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {ca_name}}}]\n  hostname: echo.app\n"
+        ))
+        .unwrap();
+        let mut p = BackendTLSPolicy::new("echo-tls", spec);
+        p.metadata = meta("app", "echo-tls");
+        Arc::new(p)
+    };
+    let snap = |ca_name: &str| Snapshot {
+        routes: vec![route("app", "r", 1, to("echo", None, 443))],
+        services: vec![service("app", "echo", &[(443, Some("grpc"))])],
+        slices: vec![slice("app", "echo", Some("grpc"), 8443, &[("10.0.0.1", Some(true), None)])],
+        tls_policies: vec![policy(ca_name)],
+        config_maps: vec![cm("echo-ca", &ca)],
+        ..Default::default()
+    };
+    let built = build_full(&snap("echo-ca"), &mut RouteCache::default());
+    assert_eq!(endpoints(&built.table), ["10.0.0.1:8443"]);
+    let tls = &built.backend_tls[&EndpointAddr::Socket("10.0.0.1:8443".parse().unwrap())];
+    assert_eq!(tls.settings.server_name, "echo.app");
+    assert_eq!(built.policies[0].targets[0].accepted, Ok(()));
+
+    let built = build_full(&snap("missing"), &mut RouteCache::default());
+    assert!(built.backend_tls.is_empty());
+    assert_eq!(endpoints(&built.table)[0], "unresolved: BackendTLSPolicy app/echo-tls: caCertificateRef ConfigMap missing: missing, or no PEM certificate under ca.crt");
+    let report = built.outcomes[0].report.as_ref().unwrap();
+    assert_eq!(report.unresolved[0].reason, UnresolvedReason::InvalidBackendTlsPolicy);
 }
