@@ -90,8 +90,17 @@ pub fn connection_window(stream_window: u32, streams: u32) -> u32 {
 pub struct Pools {
     settings: Arc<PoolSettings>,
     /// By address and TLS settings: the same address with other TLS settings is another endpoint.
-    endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
+    endpoints: Mutex<Registry>,
     metrics: Arc<PoolMetrics>,
+}
+
+/// Endpoints by key, weakly: an endpoint lives as long as some table names it.
+#[derive(Debug, Default)]
+struct Registry {
+    map: HashMap<EndpointKey, Weak<Endpoint>>,
+    /// Entries alive after the last sweep of dead ones: the next sweep waits until the map has doubled, so
+    /// binding a table of n new endpoints costs O(n), not O(n²).
+    swept: usize,
 }
 
 /// What pools count.
@@ -131,11 +140,7 @@ impl Default for PoolMetrics {
 impl Pools {
     /// An empty registry.
     pub fn new(settings: PoolSettings) -> Self {
-        Self {
-            settings: Arc::new(settings),
-            endpoints: Mutex::new(HashMap::new()),
-            metrics: Arc::new(PoolMetrics::default()),
-        }
+        Self { settings: Arc::new(settings), endpoints: Mutex::default(), metrics: Arc::new(PoolMetrics::default()) }
     }
 
     /// Counts into these metrics.
@@ -153,15 +158,18 @@ impl Pools {
     /// Like [`Pools::endpoint`], connecting over TLS when `tls` is given.
     pub fn endpoint_with(&self, addr: &EndpointAddr, tls: Option<&Arc<BackendTls>>) -> Arc<Endpoint> {
         let key = (addr.clone(), tls.map(|t| t.settings.clone()));
-        let mut map = self.endpoints.lock().expect("pool registry poisoned");
-        if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
+        let mut registry = self.endpoints.lock().expect("pool registry poisoned");
+        if let Some(ep) = registry.map.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
-        map.retain(|_, w| w.strong_count() > 0);
+        if registry.map.len() >= 2 * registry.swept.max(64) {
+            registry.map.retain(|_, w| w.strong_count() > 0);
+            registry.swept = registry.map.len();
+        }
         let mut ep = Endpoint::new(addr.clone(), self.settings.clone(), self.metrics.clone());
         ep.tls = tls.cloned();
         let ep = Arc::new(ep);
-        map.insert(key, Arc::downgrade(&ep));
+        registry.map.insert(key, Arc::downgrade(&ep));
         ep
     }
 }
@@ -487,5 +495,29 @@ struct InFlight<'a>(&'a Endpoint);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u32) -> EndpointAddr {
+        EndpointAddr::Socket(std::net::SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 8080)))
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_shared_while_named_and_forgotten_after() {
+        let pools = Pools::new(PoolSettings::default());
+        let kept: Vec<_> = (0..1000).map(|i| pools.endpoint(&addr(i))).collect();
+        assert!(Arc::ptr_eq(&kept[7], &pools.endpoint(&addr(7))), "one endpoint per address");
+        // Tables come and go: endpoints no table names any more are swept as new ones arrive.
+        for round in 1..20u32 {
+            let table: Vec<_> = (0..1000).map(|i| pools.endpoint(&addr(round * 10_000 + i))).collect();
+            drop(table);
+        }
+        let len = pools.endpoints.lock().unwrap().map.len();
+        assert!(len <= 4 * 1000 + 64, "the registry holds {len} entries for 1000 live endpoints");
+        assert!(Arc::ptr_eq(&kept[999], &pools.endpoint(&addr(999))));
     }
 }
