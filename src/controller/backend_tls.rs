@@ -72,12 +72,15 @@ pub struct TlsCache(HashMap<BackendTlsSettings, Arc<BackendTls>>);
 
 /// The TLS index and the policies' outcomes. Among policies for the same Service port, the oldest (then the
 /// first by name) wins and the others are `Conflicted`.
+/// `system_ca`: the platform's CA bundle, for `wellKnownCACertificates: System`.
 pub fn index(
     policies: &[Arc<BackendTLSPolicy>],
     config_maps: &[Arc<ConfigMap>],
     services: &[Arc<Service>],
+    system_ca: Option<&Pem>,
     cache: &mut TlsCache,
 ) -> (TlsIndex, Vec<PolicyOutcome>) {
+    let system_pem = system_ca.map(|p| String::from_utf8_lossy(&p.data).into_owned());
     let ca: HashMap<(String, String), &str> = config_maps
         .iter()
         .filter_map(|cm| {
@@ -100,8 +103,8 @@ pub fn index(
     let mut outcomes = Vec::with_capacity(ordered.len());
     for policy in ordered {
         let ns = policy.namespace().unwrap_or_default();
-        let resolved =
-            policy_targets(&policy.spec, |name| ca.get(&(ns.clone(), name.to_string())).map(|s| s.to_string()));
+        let ca_crt = |name: &str| ca.get(&(ns.clone(), name.to_string())).map(|s| s.to_string());
+        let resolved = policy_targets(&policy.spec, ca_crt, system_pem.as_deref());
         let mut targets = Vec::new();
         for t in policy.spec.target_refs.iter().filter(|t| t.group.is_empty() && t.kind == "Service") {
             let port = t.section_name.clone().filter(|s| !s.is_empty());
@@ -126,12 +129,14 @@ pub fn index(
                 Ok(settings) => {
                     let target = settings.iter().find(|s| s.service == t.name && s.port_name == port);
                     let target = target.expect("policy_targets maps every Service targetRef");
-                    let origin = policy.spec.validation.ca_certificate_refs.iter().map(|r| r.name.as_str());
+                    let refs: Vec<&str> =
+                        policy.spec.validation.ca_certificate_refs.iter().map(|r| r.name.as_str()).collect();
+                    let origin = match (refs.is_empty(), system_ca) {
+                        (true, Some(system)) => system.origin.clone(),
+                        _ => format!("ConfigMap {ns}/{}", refs.join(",")),
+                    };
                     let settings = BackendTlsSettings {
-                        ca: Pem::new(
-                            format!("ConfigMap {ns}/{}", origin.collect::<Vec<_>>().join(",")),
-                            target.ca_pem.as_bytes(),
-                        ),
+                        ca: Pem::new(origin, target.ca_pem.as_bytes()),
                         server_name: target.server_name.clone(),
                         subject_alt_names: target.subject_alt_names.clone(),
                         client_cert: None,

@@ -19,7 +19,7 @@ use crate::proxy::RuleIdentities;
 use crate::table::{
     self, Backend, EndpointAddr, Resolve, RouteId, RouteInput, RouteReport, Table, Unresolved, UnresolvedReason,
 };
-use crate::tls::{BackendTLSPolicy, BackendTls};
+use crate::tls::{BackendTLSPolicy, BackendTls, Pem};
 
 /// The label EndpointSlices carry to name their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub tls_policies: Vec<Arc<BackendTLSPolicy>>,
     /// ConfigMaps, reduced to their `ca.crt` (only watched while BackendTLSPolicies are).
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// The platform's CA bundle, for policies with `wellKnownCACertificates: System`.
+    pub system_ca: Option<Pem>,
 }
 
 /// Everything one build makes of a snapshot.
@@ -134,8 +136,13 @@ pub fn build_full(snapshot: &Snapshot, cache: &mut RouteCache) -> Built {
     // Oldest first; a missing timestamp sorts last. Ties by namespace/name.
     parsed.sort_by(|a, b| (a.3.is_none(), &a.3, &a.0).cmp(&(b.3.is_none(), &b.3, &b.0)));
 
-    let (tls, policies) =
-        backend_tls::index(&snapshot.tls_policies, &snapshot.config_maps, &snapshot.services, &mut cache.1);
+    let (tls, policies) = backend_tls::index(
+        &snapshot.tls_policies,
+        &snapshot.config_maps,
+        &snapshot.services,
+        snapshot.system_ca.as_ref(),
+        &mut cache.1,
+    );
     let resolver = ClusterResolver::new(snapshot, &tls);
     let valid: Vec<(&RouteId, &GrpcRoute)> =
         parsed.iter().filter_map(|(id, _, r, _)| r.as_ref().as_ref().ok().map(|r| (id, r))).collect();

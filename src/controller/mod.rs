@@ -103,6 +103,7 @@ impl Stores {
             grants: grants.as_ref().map(|g| g.iter().flat_map(Store::state).collect()),
             tls_policies: tls.iter().flat_map(|t| &t.policies).flat_map(Store::state).collect(),
             config_maps: tls.iter().flat_map(|t| &t.config_maps).flat_map(Store::state).collect(),
+            system_ca: crate::tls::system_ca(),
         }
     }
 
@@ -290,6 +291,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
         grants,
         tls_policies,
         config_maps,
+        system_ca: crate::tls::system_ca(),
     })
 }
 

@@ -89,14 +89,37 @@ impl Pem {
             .map_err(|e| file_error(&self.origin, format!("no usable PEM private key: {e:?}")))
     }
 
-    /// The certificates as trust anchors.
+    /// The certificates as trust anchors. As Go's `AppendCertsFromPEM` and OpenSSL do, a certificate that
+    /// cannot be a trust anchor is skipped (system bundles carry a few); a bundle with none is an error.
     pub fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
-        for cert in self.certs()? {
-            roots.add(cert).map_err(|e| file_error(&self.origin, format!("not a usable CA certificate: {e}")))?;
+        let (added, _skipped) = roots.add_parsable_certificates(self.certs()?);
+        if added == 0 {
+            return Err(file_error(&self.origin, "no usable CA certificate in it"));
         }
         Ok(roots)
     }
+}
+
+/// Where the platform's CA bundle is looked for (`SSL_CERT_FILE` first): Debian/Ubuntu/distroless, Fedora/RHEL,
+/// openSUSE, Alpine/macOS.
+const SYSTEM_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The platform's CA bundle (a BackendTLSPolicy's `wellKnownCACertificates: System`), read once.
+pub fn system_ca() -> Option<Pem> {
+    static SYSTEM: std::sync::OnceLock<Option<Pem>> = std::sync::OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+            let paths = env.into_iter().chain(SYSTEM_BUNDLES.iter().map(Into::into));
+            paths.filter_map(|p| Pem::read(&p).ok()).find(|pem| pem.roots().is_ok())
+        })
+        .clone()
 }
 
 fn file_error(origin: impl std::fmt::Display, message: impl std::fmt::Display) -> TlsError {

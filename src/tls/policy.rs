@@ -131,18 +131,33 @@ fn invalid(message: String) -> PolicyError {
 }
 
 /// The TLS settings of every core Service the policy targets (other kinds are not switchboard's). `ca_crt(name)`
-/// is the `ca.crt` of the ConfigMap `name` in the policy's namespace, if there is one.
+/// is the `ca.crt` of the ConfigMap `name` in the policy's namespace, if there is one; `system_ca` the
+/// platform's CA bundle (`wellKnownCACertificates: System`), if one was found.
 pub fn policy_targets(
     spec: &BackendTlsPolicySpec,
     ca_crt: impl Fn(&str) -> Option<String>,
+    system_ca: Option<&str>,
 ) -> Result<Vec<PolicyTarget>, PolicyError> {
     let v = &spec.validation;
-    if v.well_known_ca_certificates.as_deref().is_some_and(|w| !w.is_empty()) {
-        return Err(invalid(
-            "wellKnownCACertificates is not supported; reference a ConfigMap with caCertificateRefs".into(),
-        ));
-    }
-    if v.ca_certificate_refs.is_empty() {
+    let well_known = v.well_known_ca_certificates.as_deref().filter(|w| !w.is_empty());
+    let system = match well_known {
+        None => None,
+        Some(_) if !v.ca_certificate_refs.is_empty() => {
+            return Err(invalid("caCertificateRefs and wellKnownCACertificates are exclusive".into()))
+        }
+        Some("System") => match system_ca {
+            Some(pem) => Some(pem.to_string()),
+            None => {
+                return Err(invalid(
+                    "wellKnownCACertificates: System, but switchboard found no system CA bundle (SSL_CERT_FILE, \
+                     /etc/ssl/certs/ca-certificates.crt)"
+                        .into(),
+                ))
+            }
+        },
+        Some(other) => return Err(invalid(format!("wellKnownCACertificates: {other:?} is not a known value"))),
+    };
+    if v.ca_certificate_refs.is_empty() && system.is_none() {
         return Err(PolicyError {
             accepted: Some("NoValidCACertificate"),
             resolved_refs: None,
@@ -158,7 +173,7 @@ pub fn policy_targets(
             (kind, ..) => Err(invalid(format!("subjectAltNames: a {kind:?} entry without its value"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut ca_pem = String::new();
+    let mut ca_pem = system.unwrap_or_default();
     let mut bad = Vec::new();
     for r in &v.ca_certificate_refs {
         if !r.group.is_empty() || r.kind != "ConfigMap" {
@@ -220,10 +235,18 @@ mod tests {
         let s = spec(
             "targetRefs:\n  - {group: \"\", kind: Service, name: payments, sectionName: grpc}\n  - {group: \"\", kind: Service, name: ledger}\n  - {group: example.com, kind: Other, name: x}\nvalidation:\n  caCertificateRefs: [{group: \"\", kind: ConfigMap, name: payments-ca}]\n  hostname: payments.shop.svc\n",
         );
-        let got = policy_targets(&s, configmaps).unwrap();
+        let got = policy_targets(&s, configmaps, None).unwrap();
         let summary: Vec<_> = got.iter().map(|t| (t.service.as_str(), t.port_name.as_deref())).collect();
         assert_eq!(summary, [("payments", Some("grpc")), ("ledger", None)], "other kinds are not ours");
         assert!(got.iter().all(|t| t.ca_pem == CA && t.server_name == "payments.shop.svc"));
+    }
+
+    #[test]
+    fn well_known_system_cas_are_the_platforms_bundle() {
+        let s = spec("targetRefs: [{group: \"\", kind: Service, name: p}]\nvalidation:\n  wellKnownCACertificates: System\n  hostname: p.example.com\n");
+        assert_eq!(policy_targets(&s, configmaps, Some(CA)).unwrap()[0].ca_pem, CA);
+        let e = policy_targets(&s, configmaps, None).unwrap_err();
+        assert!(e.message.contains("no system CA bundle"), "{e}");
     }
 
     #[test]
@@ -231,7 +254,7 @@ mod tests {
         let s = spec(
             "targetRefs: [{group: \"\", kind: Service, name: p}]\nvalidation:\n  caCertificateRefs: [{group: \"\", kind: ConfigMap, name: payments-ca}]\n  hostname: p.svc\n  subjectAltNames: [{type: URI, uri: \"spiffe://td/p\"}, {type: Hostname, hostname: P.Example}]\n",
         );
-        let t = &policy_targets(&s, configmaps).unwrap()[0];
+        let t = &policy_targets(&s, configmaps, None).unwrap()[0];
         assert_eq!(
             t.subject_alt_names,
             [SubjectAltName::Uri("spiffe://td/p".into()), SubjectAltName::Dns("p.example".into())]
@@ -259,10 +282,11 @@ mod tests {
                 Some("InvalidCACertificateRef"),
             ),
             ("  wellKnownCACertificates: System\n".to_string(), Some("Invalid"), None),
+            ("  wellKnownCACertificates: Other\n".to_string(), Some("Invalid"), None),
             (String::new(), Some("NoValidCACertificate"), None),
         ];
         for (extra, accepted, resolved_refs) in cases {
-            let e = policy_targets(&spec(&format!("{base}{extra}")), configmaps).unwrap_err();
+            let e = policy_targets(&spec(&format!("{base}{extra}")), configmaps, None).unwrap_err();
             assert_eq!((e.accepted, e.resolved_refs), (accepted, resolved_refs), "{extra}: {e}");
         }
     }
