@@ -2,7 +2,7 @@
 //! reached; a CA that did not issue its certificate, or a name it does not carry, fails the call with
 //! UNAVAILABLE and a message that says so.
 //!
-//! Needs the venv of `tests/interop/setup.sh` (`make interop-setup`).
+//! Needs the venv of `tests/interop/setup.sh` (`make interop-setup`) and the peers of `tests/peers/setup.sh`.
 
 mod support;
 
@@ -21,19 +21,25 @@ fn grpcio_tls(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> PeerServer {
 
 /// Like [`grpcio_tls`], with a certificate for `names` (DNS names and URIs).
 fn grpcio_tls_named(dir: &Path, ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> PeerServer {
+    PeerServer::grpcio(&tls_config("grpcio-tls", dir, ca, names, client_ca))
+}
+
+/// A peer server's configuration for TLS with a certificate for `names` from `ca` (the three peers take the
+/// same `--tls-*` flags).
+fn tls_config(name: &str, dir: &Path, ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> ServerConfig {
     let leaf = ca.issue(names);
-    let mut config = ServerConfig::named("grpcio-tls");
+    let mut config = ServerConfig::named(name);
     config.args = vec![
         "--tls-cert".into(),
-        pem_path(dir, "backend.pem", &leaf.cert_pem).display().to_string(),
+        pem_path(dir, &format!("{name}.pem"), &leaf.cert_pem).display().to_string(),
         "--tls-key".into(),
-        pem_path(dir, "backend.key", &leaf.key_pem).display().to_string(),
+        pem_path(dir, &format!("{name}.key"), &leaf.key_pem).display().to_string(),
     ];
     if let Some(client_ca) = client_ca {
         config.args.push("--tls-client-ca".into());
-        config.args.push(pem_path(dir, "backend-clients-ca.pem", &client_ca.pem()).display().to_string());
+        config.args.push(pem_path(dir, &format!("{name}-clients-ca.pem"), &client_ca.pem()).display().to_string());
     }
-    PeerServer::grpcio(&config)
+    config
 }
 
 /// The proxy (cleartext to clients) loading a routes file that sends Echo to `backend` over TLS with `tls`
@@ -155,6 +161,41 @@ async fn backends_that_require_client_certificates_get_one() {
     let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n  serverName: backend.test\n").await;
     let e = unary(&p).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "without a client certificate: {e:?}");
+}
+
+/// grpc-go and grpc-js servers over TLS that require a client certificate: switchboard's handshake (ALPN h2,
+/// TLS 1.3 or 1.2, its client certificate) is one they accept, and calls of every kind go through.
+///
+/// Needs the peers of `tests/peers/setup.sh` (`make peers-setup`).
+#[tokio::test]
+async fn grpc_go_and_grpc_js_servers_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, clients) = (Ca::new("backends"), Ca::new("proxies"));
+    let me = clients.issue(&["spiffe://test/switchboard"]);
+    pem_path(dir.path(), "ca.pem", &ca.pem());
+    pem_path(dir.path(), "me.pem", &me.cert_pem);
+    pem_path(dir.path(), "me.key", &me.key_pem);
+    let tls = "  caFile: ca.pem\n  serverName: backend.test\n  clientCertFile: me.pem\n  clientKeyFile: me.key\n";
+    let go = PeerServer::go(&tls_config("go-tls", dir.path(), &ca, &["backend.test"], Some(&clients)));
+    let js = PeerServer::grpc_js(&tls_config("grpc-js-tls", dir.path(), &ca, &["backend.test"], Some(&clients)));
+    for (server, name) in [(&go, "go-tls"), (&js, "grpc-js-tls")] {
+        let p = proxy_to(dir.path(), server.addr, tls).await;
+        assert_eq!(unary(&p).await.map_err(|e| format!("{name}: {e:?}")).unwrap(), name);
+        let mut c = client(p.addr).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for m in [&b"a"[..], b"b", b"c"] {
+            tx.send(req(m)).await.unwrap();
+        }
+        drop(tx);
+        let replies = c.bidi_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let replies: Vec<_> = tokio_stream::StreamExt::collect::<Vec<_>>(replies).await;
+        assert_eq!(replies.len(), 3, "{name}: {replies:?}");
+        assert!(replies.iter().all(|r| r.is_ok()), "{name}: {replies:?}");
+
+        let p = proxy_to(dir.path(), server.addr, "  caFile: ca.pem\n  serverName: backend.test\n").await;
+        let e = unary(&p).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{name} without a client certificate: {e:?}");
+    }
 }
 
 #[test]

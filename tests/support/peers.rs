@@ -41,7 +41,7 @@ pub struct ServerConfig {
     pub permit_without_stream: bool,
     /// grpc-js and grpcio only: further server channel options, `("grpc.some_option", "value")`.
     pub options: Vec<(String, String)>,
-    /// grpcio only: further flags of echo_server.py (e.g. `--tls-cert PATH`).
+    /// Further flags of the server (all three take `--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub args: Vec<String>,
 }
 
@@ -98,6 +98,7 @@ impl PeerServer {
         if config.permit_without_stream {
             cmd.arg("--permit-without-stream");
         }
+        cmd.args(&config.args);
         let (process, lines, dir) = start("go-echo-server", &mut cmd, 2);
         let addr = parse_line(&process, &lines[0], "listening ");
         let stats_addr = Some(parse_line(&process, &lines[1], "stats "));
@@ -112,7 +113,7 @@ impl PeerServer {
         for (flag, value) in config.lifecycle_flags() {
             cmd.args([flag, &value]);
         }
-        cmd.args(ServerConfig::option_args(config.options.clone()));
+        cmd.args(ServerConfig::option_args(config.options.clone())).args(&config.args);
         let (process, lines, dir) = start("grpc-js-echo-server", &mut cmd, 1);
         let addr = parse_line(&process, &lines[0], "listening ");
         Self { process, addr, stats_addr: None, _dir: dir }

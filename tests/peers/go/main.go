@@ -6,17 +6,21 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log"
 	"math"
 	"net"
+	"io/ioutil"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/keepalive"
 )
@@ -32,6 +36,9 @@ func main() {
 	minTime := flag.Duration("keepalive-min-time", 0, "keepalive.EnforcementPolicy.MinTime (unset: grpc-go's default, 5m)")
 	permit := flag.Bool("permit-without-stream", false, "keepalive.EnforcementPolicy.PermitWithoutStream (grpc-go's default: false)")
 	maxStreams := flag.Uint("max-concurrent-streams", 0, "grpc.MaxConcurrentStreams (0: grpc-go's default, unlimited)")
+	tlsCert := flag.String("tls-cert", "", "serve TLS with this PEM certificate chain (with -tls-key)")
+	tlsKey := flag.String("tls-key", "", "PEM private key of -tls-cert")
+	tlsClientCA := flag.String("tls-client-ca", "", "require client certificates issued by this PEM CA bundle")
 	flag.Parse()
 
 	st := &stats{}
@@ -56,6 +63,9 @@ func main() {
 			log.Fatalf("-max-concurrent-streams %d is above 2^32-1", *maxStreams)
 		}
 		opts = append(opts, grpc.MaxConcurrentStreams(uint32(*maxStreams)))
+	}
+	if *tlsCert != "" {
+		opts = append(opts, grpc.Creds(serverTLS(*tlsCert, *tlsKey, *tlsClientCA)))
 	}
 	server := grpc.NewServer(opts...)
 
@@ -89,4 +99,26 @@ func main() {
 		log.Fatalf("serve: %v", err)
 	}
 	<-stopped
+}
+
+// serverTLS is grpc-go's TLS transport (ALPN h2), verifying client certificates against clientCA when given.
+func serverTLS(certFile, keyFile, clientCA string) credentials.TransportCredentials {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		log.Fatalf("-tls-cert/-tls-key: %v", err)
+	}
+	config := &tls.Config{Certificates: []tls.Certificate{cert}}
+	if clientCA != "" {
+		pem, err := ioutil.ReadFile(clientCA)
+		if err != nil {
+			log.Fatalf("-tls-client-ca: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			log.Fatalf("-tls-client-ca %s: no certificate", clientCA)
+		}
+		config.ClientCAs = pool
+		config.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(config)
 }

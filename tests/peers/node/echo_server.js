@@ -7,7 +7,8 @@
 //   reads, and waits for the cancel.
 //
 // Flags: --listen ADDR (port 0: any), --name NAME, --max-connection-age DUR, --max-connection-age-grace DUR,
-// --max-concurrent-streams N, --option KEY=VALUE (any grpc-js server option, repeatable).
+// --max-concurrent-streams N, --option KEY=VALUE (any grpc-js server option, repeatable), --tls-cert FILE and
+// --tls-key FILE (serve TLS), --tls-client-ca FILE (and require client certificates from that CA).
 // stdout: `listening HOST:PORT`. SIGTERM: tryShutdown (open calls finish), then exit 0.
 
 const { once } = require('node:events');
@@ -22,6 +23,9 @@ const { values: args } = parseArgs({
     'max-connection-age-grace': { type: 'string' },
     'max-concurrent-streams': { type: 'string' },
     option: { type: 'string', multiple: true, default: [] },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'tls-client-ca': { type: 'string' },
   },
 });
 const name = args.name;
@@ -170,7 +174,17 @@ for (const [key, value] of args.option.map(parseOption)) {
 
 const server = new grpc.Server(options);
 server.addService(loadEcho().service, handlers);
-server.bindAsync(args.listen, grpc.ServerCredentials.createInsecure(), (err, port) => {
+function credentials() {
+  if (!args['tls-cert']) {
+    return grpc.ServerCredentials.createInsecure();
+  }
+  const fs = require('node:fs');
+  const pair = { cert_chain: fs.readFileSync(args['tls-cert']), private_key: fs.readFileSync(args['tls-key']) };
+  const clientCa = args['tls-client-ca'] ? fs.readFileSync(args['tls-client-ca']) : null;
+  return grpc.ServerCredentials.createSsl(clientCa, [pair], clientCa !== null);
+}
+
+server.bindAsync(args.listen, credentials(), (err, port) => {
   if (err) {
     fail(`cannot listen on ${args.listen}: ${err.message}`);
   }
