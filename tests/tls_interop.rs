@@ -27,6 +27,11 @@ async fn grpcio_call(target: SocketAddr, ca: &Path, client: Option<(&Path, &Path
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// A client certificate and its key, written to `dir`.
+fn client_files(dir: &Path, name: &str, who: &Issued) -> (std::path::PathBuf, std::path::PathBuf) {
+    (pem_path(dir, &format!("{name}.pem"), &who.cert_pem), pem_path(dir, &format!("{name}.key"), &who.key_pem))
+}
+
 #[tokio::test]
 async fn grpcio_secure_channels_with_and_without_client_certificates() {
     let b = backend("alpha").await;
@@ -42,12 +47,7 @@ async fn grpcio_secure_channels_with_and_without_client_certificates() {
         port = b.addr.port()
     );
     let ca_pem = pem_path(dir.path(), "servers-ca.pem", &server_ca.pem());
-    let client = |name: &str, who: &Issued| {
-        (
-            pem_path(dir.path(), &format!("{name}.pem"), &who.cert_pem),
-            pem_path(dir.path(), &format!("{name}.key"), &who.key_pem),
-        )
-    };
+    let client = |name: &str, who: &Issued| client_files(dir.path(), name, who);
     let web = client("web", &client_ca.issue(&["spiffe://test/web"]));
     let batch = client("batch", &client_ca.issue(&["spiffe://test/batch"]));
 
@@ -79,4 +79,45 @@ async fn grpcio_secure_channels_with_and_without_client_certificates() {
     let other_ca = pem_path(dir.path(), "other-ca.pem", &Ca::new("other").pem());
     let got = grpcio_call(tls.addr, &other_ca, None, "ServerStream").await;
     assert_eq!(got["code"], "UNAVAILABLE", "{got}");
+}
+
+/// A third implementation: @grpc/grpc-js clients (Node's TLS) over mTLS, unary and bidi, admitted or refused
+/// by the rule's client identities. Needs the peers of `tests/peers/setup.sh`.
+#[tokio::test]
+async fn grpc_js_clients_over_mtls() {
+    let b = backend("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("servers"), Ca::new("clients"));
+    let routes = format!(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: GrpcRoute\nmetadata: {{name: echo}}\nspec:\n  rules:\n    \
+         - matches: [{{method: {{service: {ECHO}}}}}]\n      \
+         clientIdentities: [\"spiffe://test/web\"]\n      \
+         backendRefs: [{{name: \"127.0.0.1\", port: {port}}}]\n",
+        port = b.addr.port()
+    );
+    let ca = pem_path(dir.path(), "servers-ca.pem", &server_ca.pem());
+    let client = |name: &str, who: &Issued| client_files(dir.path(), name, who);
+    let web = client("web", &client_ca.issue(&["spiffe://test/web"]));
+    let batch = client("batch", &client_ca.issue(&["spiffe://test/batch"]));
+    let mtls_dir = dir.path().join("mtls");
+    std::fs::create_dir(&mtls_dir).unwrap();
+    let proxy =
+        TlsProxy::start(server_files(&mtls_dir, &server_ca.issue(&["localhost"]), Some(&client_ca)), &routes).await;
+
+    let load = |who: &(std::path::PathBuf, std::path::PathBuf), method: &'static str| {
+        let mut load = support::peers::Load::calls(format!("127.0.0.1:{}", proxy.addr.port()), 40);
+        load.method = method;
+        load.concurrency = 4;
+        load.options = vec![("grpc.ssl_target_name_override".into(), "localhost".into())];
+        load.tls = Some((ca.clone(), Some(who.clone())));
+        load.run(support::peers::LoadClient::GrpcJs)
+    };
+    for method in ["unary", "bidi"] {
+        let report = load(&web, method).await;
+        assert_eq!(report.codes.get("OK"), Some(&40), "{method}: {report:?}");
+        assert_eq!(report.backends.get("alpha"), Some(&40), "{method}: {report:?}");
+    }
+    let report = load(&batch, "unary").await;
+    assert_eq!(report.codes.get("PERMISSION_DENIED"), Some(&40), "{report:?}");
+    assert!(report.errors[0].contains("uri:spiffe://test/batch"), "{report:?}");
 }

@@ -285,6 +285,8 @@ pub struct Load {
     pub metadata: Vec<(String, String)>,
     /// Client channel options, such as `("grpc.keepalive_time_ms", "1000")`.
     pub options: Vec<(String, String)>,
+    /// grpc-js only: TLS with this CA bundle, and this client certificate and key.
+    pub tls: Option<(PathBuf, Option<(PathBuf, PathBuf)>)>,
 }
 
 impl Load {
@@ -301,6 +303,7 @@ impl Load {
             timeout: Duration::from_secs(10),
             metadata: Vec::new(),
             options: Vec::new(),
+            tls: None,
         }
     }
 
@@ -316,6 +319,7 @@ impl Load {
     }
 
     fn run_blocking(&self, client: LoadClient) -> LoadReport {
+        let client_kind = client;
         let (name, mut cmd) = match client {
             LoadClient::Grpcio => ("load_client.py", python_cmd(&venv_python(), "load_client.py")),
             LoadClient::GrpcJs => ("load_client.js", node_cmd("load_client.js")),
@@ -331,6 +335,13 @@ impl Load {
         for (flag, pairs) in [("--metadata", &self.metadata), ("--option", &self.options)] {
             for (key, value) in pairs {
                 cmd.args([flag, &format!("{key}={value}")]);
+            }
+        }
+        if let Some((ca, client)) = &self.tls {
+            assert!(matches!(client_kind, LoadClient::GrpcJs), "TLS is load_client.js's only");
+            cmd.arg("--tls-ca").arg(ca);
+            if let Some((cert, key)) = client {
+                cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
             }
         }
         let dir = tempfile::tempdir().unwrap();

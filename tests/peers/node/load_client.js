@@ -3,7 +3,7 @@
 // tests/interop/load_client.py:
 //   --target TARGET [--lb round_robin|pick_first] [--concurrency N] (--calls N | --duration S)
 //   [--method unary|server|client|bidi] [--count N] [--payload-size B] [--timeout S] [--ready-timeout S]
-//   [--metadata KEY=VALUE ...] [--option KEY=VALUE ...]
+//   [--metadata KEY=VALUE ...] [--option KEY=VALUE ...] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 // It waits until the channel is ready, keeps N calls in flight, counts failed calls and goes on.
 // stdout: {"calls", "codes": {STATUS_NAME: n}, "errors": [first few "STATUS: details"], "backends": {x-backend: n},
 // "elapsed_ms"}. Exits 0 when the load ran, 2 when the channel did not become ready.
@@ -28,6 +28,9 @@ const { values: args } = parseArgs({
     'ready-timeout': { type: 'string', default: '10' },
     metadata: { type: 'string', multiple: true, default: [] },
     option: { type: 'string', multiple: true, default: [] },
+    'tls-ca': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
   },
 });
 if (!args.target || (args.calls === undefined) === (args.duration === undefined)) {
@@ -45,6 +48,16 @@ const options = {
 for (const [key, value] of args.option.map(parseOption)) {
   options[key] = value;
 }
+/** TLS (with a client certificate when given) with --tls-ca, else cleartext. */
+function credentials() {
+  if (!args['tls-ca']) {
+    return grpc.credentials.createInsecure();
+  }
+  const fs = require('node:fs');
+  const read = (flag) => (args[flag] ? fs.readFileSync(args[flag]) : null);
+  return grpc.credentials.createSsl(read('tls-ca'), read('tls-key'), read('tls-cert'));
+}
+
 const metadata = new grpc.Metadata();
 for (const [key, value] of args.metadata.map(parseOption)) {
   metadata.add(key, String(value));
@@ -100,7 +113,7 @@ function oneCall(client) {
 
 async function main() {
   const Echo = loadEcho();
-  const client = new Echo(args.target, grpc.credentials.createInsecure(), options);
+  const client = new Echo(args.target, credentials(), options);
   const readyBy = Date.now() + Number(args['ready-timeout']) * 1000;
   await new Promise((resolve) =>
     client.waitForReady(readyBy, (err) => {
