@@ -86,7 +86,8 @@ struct Args {
     /// Extra request metadata KEY=VALUE (repeatable), e.g. `x-fail=14`.
     #[arg(long = "metadata")]
     metadata: Vec<String>,
-    /// NAME=PID (repeatable): report the CPU time that process used in the window.
+    /// NAME=PID (repeatable): report the CPU time that process used in the window; PID `self` is this
+    /// load generator.
     #[arg(long)]
     watch: Vec<String>,
     /// PEM CA bundle: connect with TLS (ALPN h2) and verify the server's certificate against it.
@@ -425,7 +426,8 @@ async fn run(args: Args) -> Result<(), Error> {
         .iter()
         .map(|kv| {
             let (name, pid) = split_kv(kv)?;
-            Ok((name.to_owned(), pid.parse()?))
+            let pid = if pid == "self" { std::process::id() } else { pid.parse()? };
+            Ok((name.to_owned(), pid))
         })
         .collect::<Result<Vec<(String, u32)>, Error>>()?;
 
