@@ -51,11 +51,13 @@ def tls_problem(rec):
             return f"envoy counted {server['handshake']} handshakes, the client {tls['handshakes']}"
         if server.get("session_reused") or server.get("connection_error"):
             return f"envoy counters {server}"
-    else:  # switchboard: no handshake counter; no failed handshake, and it answered every call as OK.
+    else:  # switchboard has no handshake counter: no failed handshake, and it forwarded every call (bidi:
+        # every echoed message; the client counts those as calls).
         if server.get("tls_handshake_failed"):
             return f"{server['tls_handshake_failed']} failed handshakes"
-        if server.get("calls_ok", 0) < rec["calls"]:
-            return f"switchboard counted {server.get('calls_ok')} OK calls, the client {rec['calls']}"
+        key, what = ("msgs_sent", "messages sent") if rec["method"] == "bidi" else ("calls_ok", "OK calls")
+        if server.get(key, 0) < rec["calls"]:
+            return f"switchboard counted {server.get(key)} {what}, the client {rec['calls']}"
     return None
 
 
@@ -181,6 +183,8 @@ def counters(kind, text):
         elif kind == "switchboard":
             if raw.startswith("grpc_server_handled_total{") and 'grpc_code="OK"' in raw:
                 c["calls_ok"] = c.get("calls_ok", 0) + int(float(raw.rsplit(" ", 1)[1]))
+            elif raw.startswith("grpc_server_msg_sent_total{"):
+                c["msgs_sent"] = c.get("msgs_sent", 0) + int(float(raw.rsplit(" ", 1)[1]))
             elif raw.startswith('switchboard_downstream_connections_closed_total{reason="tls_handshake_failed"}'):
                 c["tls_handshake_failed"] = int(float(raw.rsplit(" ", 1)[1]))
     return c
