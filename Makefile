@@ -30,7 +30,7 @@ interop-setup:
 peers-setup:
 	bash tests/peers/setup.sh
 
-# The project benchmark: direct vs switchboard vs Envoy 1.40 (see examples/bench/run.sh).
+# The project benchmark: direct vs switchboard vs Envoy 1.40, over h2c and TLS (see examples/bench/README.md).
 bench:
 	bash examples/bench/run.sh
 

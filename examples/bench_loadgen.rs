@@ -8,17 +8,35 @@
 //! `--watch NAME=PID` the CPU time (utime+stime) the process used in that
 //! window is reported, in total and per call: on a small, noisy machine that
 //! is a much steadier figure than throughput.
+//!
+//! With `--tls-ca` the connections speak TLS (rustls with ring, ALPN h2, the
+//! server verified against that CA, no session resumption) and the output
+//! counts the handshakes by protocol version, cipher suite, ALPN and kind.
+//! With `--connection-per-call` every unary call opens its own connection
+//! (TCP, TLS handshake, HTTP/2 handshake), makes the one call and closes it:
+//! with TLS, one call is then one full handshake.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use http::Uri;
+use hyper_util::rt::TokioIo;
 use pb::echo_client::EchoClient;
 use pb::EchoRequest;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -68,9 +86,20 @@ struct Args {
     /// Extra request metadata KEY=VALUE (repeatable), e.g. `x-fail=14`.
     #[arg(long = "metadata")]
     metadata: Vec<String>,
-    /// NAME=PID (repeatable): report the CPU time that process used in the window.
+    /// NAME=PID (repeatable): report the CPU time that process used in the window; PID `self` is this
+    /// load generator.
     #[arg(long)]
     watch: Vec<String>,
+    /// PEM CA bundle: connect with TLS (ALPN h2) and verify the server's certificate against it.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Name the server's certificate must carry (sent as SNI if a DNS name). Default: the target's host.
+    #[arg(long)]
+    tls_server_name: Option<String>,
+    /// Unary only: a new connection for every call (connect, handshakes, one call, close); `--connections` is
+    /// ignored.
+    #[arg(long)]
+    connection_per_call: bool,
     /// Free-form label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
@@ -154,12 +183,28 @@ impl Tally {
     }
 }
 
-async fn worker(mut client: EchoClient<Channel>, plan: Arc<Plan>) -> Tally {
+/// Where a worker's calls go.
+#[derive(Clone)]
+enum Conn {
+    /// One of the `--connections` long-lived connections.
+    Shared(EchoClient<Channel>),
+    /// A connection of its own for every call.
+    PerCall(Arc<Dialer>),
+}
+
+/// How to open a connection of the target's.
+struct Dialer {
+    endpoint: Endpoint,
+    connector: Connector,
+}
+
+async fn worker(mut conn: Conn, plan: Arc<Plan>) -> Tally {
     let mut tally = Tally::new();
     while Instant::now() < plan.end {
-        match plan.method {
-            Method::Unary => unary(&mut client, &plan, &mut tally).await,
-            Method::Bidi => bidi(&mut client, &plan, &mut tally).await,
+        match (&mut conn, plan.method) {
+            (Conn::Shared(client), Method::Unary) => unary(client, &plan, &mut tally).await,
+            (Conn::Shared(client), Method::Bidi) => bidi(client, &plan, &mut tally).await,
+            (Conn::PerCall(dialer), _) => unary_new_connection(dialer, &plan, &mut tally).await,
         }
     }
     tally
@@ -168,6 +213,23 @@ async fn worker(mut client: EchoClient<Channel>, plan: Arc<Plan>) -> Tally {
 async fn unary(client: &mut EchoClient<Channel>, plan: &Plan, tally: &mut Tally) {
     let start = Instant::now();
     let res = client.unary(plan.request(plan.msg())).await;
+    let done = Instant::now();
+    if plan.in_window(done) {
+        match res {
+            Ok(resp) => tally.ok(start, done, resp.metadata()),
+            Err(status) => tally.err(&status),
+        }
+    }
+}
+
+/// One unary call on a connection of its own, closed once the call is done; the latency includes the
+/// connection's set-up.
+async fn unary_new_connection(dialer: &Dialer, plan: &Plan, tally: &mut Tally) {
+    let start = Instant::now();
+    let res = match dialer.endpoint.connect_with_connector(dialer.connector.clone()).await {
+        Ok(channel) => EchoClient::new(channel).unary(plan.request(plan.msg())).await,
+        Err(e) => Err(Status::unavailable(format!("connect: {e:?}"))),
+    };
     let done = Instant::now();
     if plan.in_window(done) {
         match res {
@@ -229,6 +291,90 @@ async fn bidi(client: &mut EchoClient<Channel>, plan: &Plan, tally: &mut Tally) 
     while let Ok(Some(_)) = inbound.message().await {}
 }
 
+/// Opens the connections to the target: TCP (no Nagle), then TLS if configured.
+#[derive(Clone)]
+struct Connector {
+    /// host:port
+    addr: String,
+    tls: Option<Arc<Tls>>,
+}
+
+/// The TLS client side, and what its handshakes negotiated.
+struct Tls {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    /// "version suite group alpn kind" -> handshakes with that outcome.
+    handshakes: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A connection, TLS or not.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+impl Tls {
+    fn new(ca: &std::path::Path, server_name: &str) -> Result<Self, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)? {
+            roots.add(cert?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        // Every handshake a full one, as a new client's: what the server's certificate costs.
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name: ServerName::try_from(server_name.to_owned())?,
+            handshakes: Mutex::default(),
+        })
+    }
+}
+
+impl Connector {
+    async fn connect(self) -> Result<Box<dyn Io>, Error> {
+        let tcp = TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = self.tls else { return Ok(Box::new(tcp)) };
+        let stream = tls.connector.connect(tls.server_name.clone(), tcp).await?;
+        let conn = stream.get_ref().1;
+        let alpn = conn.alpn_protocol().map_or("no-ALPN".into(), |p| String::from_utf8_lossy(p).into_owned());
+        let outcome = format!(
+            "{} {} {} {alpn} {}",
+            debug_or_dash(conn.protocol_version()),
+            debug_or_dash(conn.negotiated_cipher_suite().map(|s| s.suite())),
+            debug_or_dash(conn.negotiated_key_exchange_group().map(|g| g.name())),
+            debug_or_dash(conn.handshake_kind()),
+        );
+        *tls.handshakes.lock().expect("not poisoned").entry(outcome).or_default() += 1;
+        if alpn != "h2" {
+            return Err(format!("the server negotiated {alpn}, not h2").into());
+        }
+        Ok(Box::new(stream))
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Box<dyn Io>>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect().await.map(TokioIo::new) })
+    }
+}
+
+fn debug_or_dash<T: std::fmt::Debug>(x: Option<T>) -> String {
+    x.map_or("-".into(), |x| format!("{x:?}"))
+}
+
 /// CPU seconds (utime + stime, all threads) a process has used, from `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -249,7 +395,24 @@ fn round3(x: f64) -> f64 {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let uri = if args.target.contains("://") { args.target.clone() } else { format!("http://{}", args.target) };
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
+    let uri: Uri = if args.target.contains("://") {
+        args.target.parse()?
+    } else {
+        format!("{scheme}://{}", args.target).parse()?
+    };
+    if args.connection_per_call && !matches!(args.method, Method::Unary) {
+        return Err("--connection-per-call works with --method unary only".into());
+    }
+    let tls = match &args.tls_ca {
+        Some(ca) => {
+            let name = args.tls_server_name.as_deref().or(uri.host()).ok_or("the target has no host")?;
+            Some(Arc::new(Tls::new(ca, name)?))
+        }
+        None => None,
+    };
+    let addr = uri.authority().ok_or("the target has no host:port")?.as_str().to_owned();
+    let connector = Connector { addr, tls: tls.clone() };
     let metadata = args
         .metadata
         .iter()
@@ -263,21 +426,29 @@ async fn run(args: Args) -> Result<(), Error> {
         .iter()
         .map(|kv| {
             let (name, pid) = split_kv(kv)?;
-            Ok((name.to_owned(), pid.parse()?))
+            let pid = if pid == "self" { std::process::id() } else { pid.parse()? };
+            Ok((name.to_owned(), pid))
         })
         .collect::<Result<Vec<(String, u32)>, Error>>()?;
 
-    let mut clients = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        let channel = Endpoint::from_shared(uri.clone())?.tcp_nodelay(true).connect().await?;
-        clients.push(EchoClient::new(channel));
+    let endpoint = Endpoint::from(uri);
+    let mut conns = Vec::new();
+    if args.connection_per_call {
+        conns.push(Conn::PerCall(Arc::new(Dialer { endpoint, connector })));
+    } else if tls.is_none() {
+        for _ in 0..args.connections.max(1) {
+            conns.push(Conn::Shared(EchoClient::new(endpoint.clone().tcp_nodelay(true).connect().await?)));
+        }
+    } else {
+        for _ in 0..args.connections.max(1) {
+            conns.push(Conn::Shared(EchoClient::new(endpoint.connect_with_connector(connector.clone()).await?)));
+        }
     }
-
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
     let plan = Arc::new(Plan { method: args.method, payload: vec![b'x'; args.payload], metadata, measure_from, end });
     let workers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|i| tokio::spawn(worker(clients[i % clients.len()].clone(), plan.clone())))
+        .map(|i| tokio::spawn(worker(conns[i % conns.len()].clone(), plan.clone())))
         .collect();
 
     let sample = || watch.iter().map(|(_, pid)| cpu_seconds(*pid)).collect::<Vec<_>>();
@@ -310,7 +481,7 @@ async fn run(args: Args) -> Result<(), Error> {
         }
     }
 
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "label": args.label,
         "target": args.target,
         "method": format!("{:?}", args.method).to_lowercase(),
@@ -331,6 +502,14 @@ async fn run(args: Args) -> Result<(), Error> {
         "backends": total.backends,
         "cpu": cpu,
     });
+    if args.connection_per_call {
+        out["connection_per_call"] = true.into();
+    }
+    if let Some(tls) = &tls {
+        // Every handshake of the run, the warm-up's and the closing ones' included.
+        let handshakes = tls.handshakes.lock().expect("not poisoned").clone();
+        out["tls"] = serde_json::json!({"handshakes": handshakes.values().sum::<u64>(), "outcomes": handshakes});
+    }
     if args.json {
         println!("{out}");
     } else {
@@ -351,6 +530,9 @@ async fn run(args: Args) -> Result<(), Error> {
         println!("  backends: {}", out["backends"]);
         if !cpu.is_empty() {
             println!("  cpu: {}", serde_json::Value::Object(cpu));
+        }
+        if let Some(tls) = out.get("tls") {
+            println!("  tls: {tls}");
         }
     }
     Ok(())
