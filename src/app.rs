@@ -9,7 +9,7 @@ use crate::admin::{self, Readiness};
 use crate::config::{ExplainArgs, LogFormat, RunArgs};
 use crate::crd::GrpcRoute;
 use crate::metrics::Metrics;
-use crate::proxy::{shutdown_signal, ConnectionMetrics, Forwarder, Pools, Routes, Server, TowerHandler};
+use crate::proxy::{shutdown_signal, Forwarder, Pools, Routes, Server, TowerHandler};
 use crate::table::{CallInfo, Verdict};
 use crate::{controller, standalone};
 
@@ -101,10 +101,7 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
     let mut server = Server::new(Forwarder::new(routes))
         .service("grpc.health.v1.Health", TowerHandler(health_service))
         .settings(args.server_settings())
-        .connection_metrics(ConnectionMetrics {
-            open: metrics.downstream_connections.clone(),
-            closed: metrics.downstream_closed.clone(),
-        });
+        .connection_metrics(metrics.connections());
     if let Some(tls) = tls {
         tracing::info!(client_certificates = tls.verifies_clients(), "client TLS");
         tokio::spawn(tls.clone().watch(args.reload_interval));

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub outlier_ejected: IntGauge,
     /// Client connections closed by switchboard, by reason.
     pub downstream_closed: IntCounterVec,
+    /// TLS handshakes with clients, by result.
+    pub downstream_tls_handshakes: IntCounterVec,
     /// Tasks alive in the runtime (read when scraped).
     pub runtime_tasks: IntGauge,
     /// Open client (downstream) connections.
@@ -197,6 +199,12 @@ impl Metrics {
                  max_connections, premature_resets, tls_handshake_failed.",
                 &["reason"],
             ),
+            downstream_tls_handshakes: counter(
+                &r,
+                "switchboard_downstream_tls_handshakes_total",
+                "TLS handshakes with clients, by result: ok, failed, timeout.",
+                &["result"],
+            ),
             runtime_tasks: gauge(&r, "switchboard_runtime_tasks", "Tasks alive in the runtime."),
             downstream_connections: gauge(&r, "switchboard_downstream_connections", "Open client connections."),
             upstream_connections: gauge(&r, "switchboard_upstream_connections", "Open backend connections."),
@@ -281,6 +289,15 @@ impl Metrics {
     /// Calls sent again because nothing had reached a backend.
     pub fn retries_unsent(&self) -> u64 {
         self.retries.with_label_values(&["unsent"]).get()
+    }
+
+    /// The handles the gRPC server counts its client connections into.
+    pub fn connections(&self) -> crate::proxy::ConnectionMetrics {
+        crate::proxy::ConnectionMetrics {
+            open: self.downstream_connections.clone(),
+            closed: self.downstream_closed.clone(),
+            tls_handshakes: self.downstream_tls_handshakes.clone(),
+        }
     }
 
     /// The handles backend connection pools count into.

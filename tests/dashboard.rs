@@ -101,6 +101,7 @@ fn exposition() -> String {
     m.retried(switchboard::metrics::Retried::Unsent);
     m.upstream_goaways.with_label_values(&["NO_ERROR"]).inc();
     m.downstream_closed.with_label_values(&["idle"]).inc();
+    m.downstream_tls_handshakes.with_label_values(&["ok"]).inc();
     m.render()
 }
 

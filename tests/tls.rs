@@ -69,14 +69,16 @@ async fn mtls_rules_admit_only_listed_identities() {
         }
     }
     let text = p.routes.metrics().render();
-    let failed_handshakes: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("switchboard_downstream_connections_closed_total{reason=\"tls_handshake_failed\"} ")
-        })
-        .map(|v| v.parse().unwrap())
-        .unwrap_or_default();
-    assert!(failed_handshakes >= 2.0, "{text}");
+    let sample = |series: &str| -> f64 {
+        let line = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '));
+        line.map(|v| v.parse().unwrap()).unwrap_or_default()
+    };
+    assert!(
+        sample("switchboard_downstream_connections_closed_total{reason=\"tls_handshake_failed\"}") >= 2.0,
+        "{text}"
+    );
+    assert!(sample("switchboard_downstream_tls_handshakes_total{result=\"failed\"}") >= 2.0, "{text}");
+    assert!(sample("switchboard_downstream_tls_handshakes_total{result=\"ok\"}") >= 2.0, "web and batch: {text}");
     assert_eq!(b.seen.calls.load(Ordering::SeqCst), 3, "no call of theirs reached the backend");
     assert!(text.contains("switchboard_local_responses_total{reason=\"permission_denied\"} 1"), "{text}");
 }

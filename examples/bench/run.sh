@@ -284,8 +284,8 @@ done
 echo "results in $OUT; targets: ${h2c_names[*]}${tls_names[*]:+; TLS: ${tls_names[*]}};" \
   "proxy CPU $PROXY_CPU, backend+loadgen CPU $BACKEND_CPU"
 
-# counters I: the TLS instance's own counters (Envoy's listener ssl.* stats; switchboard has no handshake
-# counter, so its OK calls and failed handshakes), one JSON object, to compare with what the client saw.
+# counters I: the TLS instance's own counters (Envoy's listener ssl.* stats; switchboard's handshakes, failed
+# handshakes and OK calls), one JSON object, to compare with what the client saw.
 counters() {
   local text=""
   case ${KINDS[$1]} in

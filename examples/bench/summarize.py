@@ -46,15 +46,16 @@ def tls_problem(rec):
     server = rec.get("server")
     if server is None:
         return "no server counters"
-    if "handshake" in server:  # Envoy counts its handshakes: all of the client's, no other.
-        if server["handshake"] != tls["handshakes"]:
-            return f"envoy counted {server['handshake']} handshakes, the client {tls['handshakes']}"
-        if server.get("session_reused") or server.get("connection_error"):
-            return f"envoy counters {server}"
-    else:  # switchboard has no handshake counter: no failed handshake, and it forwarded every call (bidi:
-        # every echoed message; the client counts those as calls).
-        if server.get("tls_handshake_failed"):
-            return f"{server['tls_handshake_failed']} failed handshakes"
+    if server.get("tls_handshake_failed"):
+        return f"{server['tls_handshake_failed']} failed handshakes"
+    # The proxy's handshake counter (Envoy's ssl.handshake, switchboard's tls_handshakes_total{result="ok"}; an
+    # older switchboard has none): all of the client's handshakes, no other.
+    if "handshake" in server and server["handshake"] != tls["handshakes"]:
+        return f"the proxy counted {server['handshake']} handshakes, the client {tls['handshakes']}"
+    if server.get("session_reused") or server.get("connection_error"):
+        return f"envoy counters {server}"
+    if "calls_ok" in server or "msgs_sent" in server:  # switchboard forwarded every call (bidi: every echoed
+        # message; the client counts those as calls).
         key, what = ("msgs_sent", "messages sent") if rec["method"] == "bidi" else ("calls_ok", "OK calls")
         if server.get(key, 0) < rec["calls"]:
             return f"switchboard counted {server.get(key)} {what}, the client {rec['calls']}"
@@ -187,6 +188,8 @@ def counters(kind, text):
                 c["msgs_sent"] = c.get("msgs_sent", 0) + int(float(raw.rsplit(" ", 1)[1]))
             elif raw.startswith('switchboard_downstream_connections_closed_total{reason="tls_handshake_failed"}'):
                 c["tls_handshake_failed"] = int(float(raw.rsplit(" ", 1)[1]))
+            elif raw.startswith('switchboard_downstream_tls_handshakes_total{result="ok"}'):
+                c["handshake"] = int(float(raw.rsplit(" ", 1)[1]))
     return c
 
 

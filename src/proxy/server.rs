@@ -95,6 +95,8 @@ pub struct ConnectionMetrics {
     pub open: prometheus::IntGauge,
     /// Connections switchboard closed, by reason.
     pub closed: prometheus::IntCounterVec,
+    /// TLS handshakes with clients, by result (`ok`, `failed`, `timeout`).
+    pub tls_handshakes: prometheus::IntCounterVec,
 }
 
 impl ConnectionMetrics {
@@ -250,6 +252,12 @@ impl Server {
         }
     }
 
+    fn count_handshake(&self, result: &str) {
+        if let Some(m) = &self.metrics {
+            m.tls_handshakes.with_label_values(&[result]).inc();
+        }
+    }
+
     /// Serves one client connection until it closes; on `shutdown` sends a graceful GOAWAY and lets open
     /// streams finish.
     pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, shutdown: Shutdown) -> Result<(), h2::Error>
@@ -263,13 +271,18 @@ impl Server {
     async fn serve_tls(self: Arc<Self>, tcp: TcpStream, tls: &ServerTls, shutdown: Shutdown) -> Result<(), h2::Error> {
         let handshake = tls.acceptor().accept(tcp);
         let stream = match tokio::time::timeout(self.settings.handshake_timeout, handshake).await {
-            Ok(Ok(stream)) => stream,
+            Ok(Ok(stream)) => {
+                self.count_handshake("ok");
+                stream
+            }
             Ok(Err(e)) => {
+                self.count_handshake("failed");
                 self.count_closed("tls_handshake_failed");
                 tracing::debug!(error = %e, "TLS handshake with a client failed");
                 return Ok(());
             }
             Err(_) => {
+                self.count_handshake("timeout");
                 self.count_closed("handshake_timeout");
                 return Ok(());
             }

@@ -332,10 +332,7 @@ pub async fn proxy_full(
     let metrics = switchboard::metrics::Metrics::new();
     let routes = Arc::new(Routes::with_metrics(Pools::new(pool).with_metrics(metrics.pool()), metrics.clone()));
     let (_, health) = tonic_health::server::health_reporter();
-    let connections = switchboard::proxy::ConnectionMetrics {
-        open: metrics.downstream_connections.clone(),
-        closed: metrics.downstream_closed.clone(),
-    };
+    let connections = metrics.connections();
     let server = Server::new(Forwarder::new(routes.clone()))
         .service("grpc.health.v1.Health", TowerHandler(health))
         .settings(settings)

@@ -105,12 +105,8 @@ impl TlsProxy {
             metrics.clone(),
         ));
         let tls = Arc::new(ServerTls::load(files).unwrap());
-        let server = Server::new(Forwarder::new(routes.clone())).tls(tls.clone()).connection_metrics(
-            switchboard::proxy::ConnectionMetrics {
-                open: metrics.downstream_connections.clone(),
-                closed: metrics.downstream_closed.clone(),
-            },
-        );
+        let server =
+            Server::new(Forwarder::new(routes.clone())).tls(tls.clone()).connection_metrics(metrics.connections());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = shutdown_signal();
