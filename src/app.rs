@@ -70,6 +70,10 @@ pub async fn run(args: RunArgs) -> Result<(), Fatal> {
         ),
     };
 
+    if let (Some(cert), Some(key)) = (&args.backend_tls_client_cert, &args.backend_tls_client_key) {
+        crate::tls::load_client_cert(cert, key)
+            .map_err(|e| Fatal::Usage(format!("backend TLS client certificate: {e}")))?;
+    }
     let tls = match args.server_tls_files() {
         Some(files) => Some(Arc::new(crate::tls::ServerTls::load(files).map_err(|e| Fatal::Usage(e.to_string()))?)),
         None => None,

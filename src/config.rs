@@ -79,6 +79,19 @@ pub struct RunArgs {
     /// may admit only some client identities (`clientIdentities`). Reloaded when it changes.
     #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Cluster mode: PEM certificate chain presented to backends that a BackendTLSPolicy has switchboard reach
+    /// over TLS, when they ask for one (as the Gateway API's `Gateway.spec.backendTLS.clientCertificateRef`).
+    /// Reloaded when it changes. Standalone, `BackendTLS` documents name their own.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BACKEND_TLS_CLIENT_CERT",
+        requires = "backend_tls_client_key",
+        conflicts_with = "routes"
+    )]
+    pub backend_tls_client_cert: Option<PathBuf>,
+    /// Cluster mode: PEM private key of `--backend-tls-client-cert`, reloaded with it.
+    #[arg(long, env = "SWITCHBOARD_BACKEND_TLS_CLIENT_KEY", requires = "backend_tls_client_cert")]
+    pub backend_tls_client_key: Option<PathBuf>,
     /// How often the routes file and the TLS files are checked for changes.
     #[arg(long, env = "SWITCHBOARD_RELOAD_INTERVAL", default_value = "1s", value_parser = positive)]
     pub reload_interval: Duration,
@@ -187,6 +200,8 @@ impl RunArgs {
             lease: self.leader_election.then(|| {
                 crate::controller::leader::LeaseConfig::new(&self.lease_namespace, &self.lease_name, identity)
             }),
+            backend_client_cert: self.backend_tls_client_cert.clone().zip(self.backend_tls_client_key.clone()),
+            file_recheck: self.reload_interval,
             ..Default::default()
         }
     }
@@ -320,6 +335,16 @@ mod tests {
             assert!(e.contains("must be greater than zero"), "{flag}: {e}");
         }
         assert_eq!(run_args(&["--shutdown-delay", "0s"]).unwrap().shutdown_delay, Duration::ZERO, "no delay is fine");
+    }
+
+    #[test]
+    fn backend_client_certificates_are_for_cluster_mode() {
+        let pair = ["--backend-tls-client-cert", "c.pem", "--backend-tls-client-key", "k.pem"];
+        let config = run_args(&pair).unwrap().controller_config();
+        assert_eq!(config.backend_client_cert, Some(("c.pem".into(), "k.pem".into())));
+        assert!(run_args(&pair[..2]).is_err(), "the key goes with it");
+        let e = run_args(&[&pair[..], &["--routes", "r.yaml"]].concat()).unwrap_err().to_string();
+        assert!(e.contains("cannot be used with"), "standalone names its own in BackendTLS documents: {e}");
     }
 
     #[test]

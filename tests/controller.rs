@@ -686,3 +686,35 @@ async fn backend_tls_policies_reach_services_over_tls() {
     c.api.delete(&Res::new("gateway.networking.k8s.io", "v1", "backendtlspolicies"), "app", "echo-tls");
     until(c.proxy, "a call without TLS", |got| matches!(got, Err(s) if !s.message().contains("TLS"))).await;
 }
+
+/// `--backend-tls-client-cert`: backends a BackendTLSPolicy reaches over TLS and that require a client
+/// certificate get this one (the Gateway API's `Gateway.spec.backendTLS.clientCertificateRef`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_that_require_client_certificates_get_the_configured_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, proxies) = (support::tls::Ca::new("backends"), support::tls::Ca::new("proxies"));
+    let leaf = ca.issue(&["echo.app.svc"]);
+    let path = |name: &str, pem: &str| support::tls::pem_path(dir.path(), name, pem).display().to_string();
+    let mut config = support::peers::ServerConfig::named("grpcio-mtls");
+    config.args = vec![
+        "--tls-cert".into(),
+        path("backend.pem", &leaf.cert_pem),
+        "--tls-key".into(),
+        path("backend.key", &leaf.key_pem),
+        "--tls-client-ca".into(),
+        path("proxies-ca.pem", &proxies.pem()),
+    ];
+    let server = support::peers::PeerServer::grpcio(&config);
+    let me = proxies.issue(&["spiffe://cluster.local/ns/switchboard/sa/switchboard"]);
+    let (cert, key) = (path("me.pem", &me.cert_pem), path("me.key", &me.key_pem));
+    let api = echo_cluster(server.addr).await;
+    api.apply(backend_tls_policy("app", "echo-tls", "echo", "echo-ca", "echo.app.svc"));
+    api.apply(config_map("app", "echo-ca", &ca.pem()));
+    let config = ControllerConfig {
+        debounce: Duration::from_millis(20),
+        backend_client_cert: Some((cert.into(), key.into())),
+        ..Default::default()
+    };
+    let c = start_with(api, config).await;
+    until_answered_by(c.proxy, "grpcio-mtls").await;
+}

@@ -72,12 +72,14 @@ pub struct TlsCache(HashMap<BackendTlsSettings, Arc<BackendTls>>);
 
 /// The TLS index and the policies' outcomes. Among policies for the same Service port, the oldest (then the
 /// first by name) wins and the others are `Conflicted`.
-/// `system_ca`: the platform's CA bundle, for `wellKnownCACertificates: System`.
+/// `system_ca`: the platform's CA bundle, for `wellKnownCACertificates: System`; `client_cert`: the chain and
+/// key presented to the backends, if they ask.
 pub fn index(
     policies: &[Arc<BackendTLSPolicy>],
     config_maps: &[Arc<ConfigMap>],
     services: &[Arc<Service>],
     system_ca: Option<&Pem>,
+    client_cert: Option<&(Pem, Pem)>,
     cache: &mut TlsCache,
 ) -> (TlsIndex, Vec<PolicyOutcome>) {
     let system_pem = system_ca.map(|p| String::from_utf8_lossy(&p.data).into_owned());
@@ -139,7 +141,7 @@ pub fn index(
                         ca: Pem::new(origin, target.ca_pem.as_bytes()),
                         server_name: target.server_name.clone(),
                         subject_alt_names: target.subject_alt_names.clone(),
-                        client_cert: None,
+                        client_cert: client_cert.cloned(),
                     };
                     load(settings, cache, &mut next)
                 }

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub config_maps: Vec<Arc<ConfigMap>>,
     /// The platform's CA bundle, for policies with `wellKnownCACertificates: System`.
     pub system_ca: Option<Pem>,
+    /// The certificate chain and key presented to backends that policies have reached over TLS.
+    pub backend_client_cert: Option<(Pem, Pem)>,
 }
 
 /// Everything one build makes of a snapshot.
@@ -141,6 +143,7 @@ pub fn build_full(snapshot: &Snapshot, cache: &mut RouteCache) -> Built {
         &snapshot.config_maps,
         &snapshot.services,
         snapshot.system_ca.as_ref(),
+        snapshot.backend_client_cert.as_ref(),
         &mut cache.1,
     );
     let resolver = ClusterResolver::new(snapshot, &tls);

@@ -12,6 +12,7 @@ pub mod status;
 pub mod writer;
 
 use std::fmt::Debug;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use crate::admin::Readiness;
 use crate::crd::GrpcRoute;
 use crate::metrics::Metrics;
 use crate::proxy::{Policies, Routes, Shutdown};
-use crate::tls::BackendTLSPolicy;
+use crate::tls::{BackendTLSPolicy, Pem};
 
 /// What the controller watches and how it writes.
 #[derive(Clone, Debug)]
@@ -53,6 +54,10 @@ pub struct ControllerConfig {
     /// How often an optional API (ReferenceGrant, BackendTLSPolicy) that is missing or forbidden is looked
     /// for again.
     pub optional_recheck: Duration,
+    /// Certificate chain and key (PEM files) presented to backends reached over TLS by a BackendTLSPolicy.
+    pub backend_client_cert: Option<(PathBuf, PathBuf)>,
+    /// How often `backend_client_cert` is checked for changes.
+    pub file_recheck: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -65,6 +70,8 @@ impl Default for ControllerConfig {
             debounce: Duration::from_millis(100),
             status_resync: Duration::from_secs(300),
             optional_recheck: Duration::from_secs(60),
+            backend_client_cert: None,
+            file_recheck: Duration::from_secs(1),
         }
     }
 }
@@ -78,6 +85,8 @@ struct Stores {
     grants: Arc<Mutex<Option<Vec<Store<ReferenceGrant>>>>>,
     /// Filled in once the BackendTLSPolicy API is found, and it and ConfigMaps are readable.
     tls: TlsSlot,
+    /// The client certificate and key for backends, as last read.
+    client_cert: Arc<Mutex<Option<(Pem, Pem)>>>,
 }
 
 /// The BackendTLSPolicy and ConfigMap stores, once their watches started.
@@ -104,6 +113,7 @@ impl Stores {
             tls_policies: tls.iter().flat_map(|t| &t.policies).flat_map(Store::state).collect(),
             config_maps: tls.iter().flat_map(|t| &t.config_maps).flat_map(Store::state).collect(),
             system_ca: crate::tls::system_ca(),
+            backend_client_cert: self.client_cert.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
@@ -173,6 +183,14 @@ pub async fn run(
         };
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
     }));
+
+    if let Some((cert, key)) = config.backend_client_cert.clone() {
+        let files = ClientCertFiles { cert, key, slot: stores.client_cert.clone(), changed: changed.clone() };
+        if let Err(e) = files.reload() {
+            tracing::error!(error = %e, "backend TLS client certificate not loaded; backends that ask for one refuse");
+        }
+        tokio::spawn(files.watch(config.file_recheck));
+    }
 
     let (leader_tx, leader_rx) = watch::channel(config.lease.is_none());
     metrics.leader.set(i64::from(config.lease.is_none()));
@@ -292,6 +310,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
         tls_policies,
         config_maps,
         system_ca: crate::tls::system_ca(),
+        backend_client_cert: None,
     })
 }
 
@@ -323,6 +342,7 @@ fn start_watches(
         slices: vec![],
         grants: Default::default(),
         tls: Default::default(),
+        client_cert: Default::default(),
     };
     for scope in scopes(config) {
         let scope = scope.as_deref();
@@ -411,6 +431,48 @@ impl Optional {
             }
         }
         Ok(())
+    }
+}
+
+/// The client certificate presented to backends, re-read when its files change (a mounted Secret is
+/// replaced by the kubelet); a pair that does not load keeps the previous one.
+struct ClientCertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    slot: Arc<Mutex<Option<(Pem, Pem)>>>,
+    changed: Arc<Notify>,
+}
+
+impl ClientCertFiles {
+    /// Loads the files into the slot if they changed; whether they did.
+    fn reload(&self) -> Result<bool, String> {
+        let pair = crate::tls::load_client_cert(&self.cert, &self.key).map_err(|e| e.to_string())?;
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref() == Some(&pair) {
+            return Ok(false);
+        }
+        *slot = Some(pair);
+        Ok(true)
+    }
+
+    async fn watch(self, every: Duration) {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(every).await;
+            match self.reload() {
+                Ok(true) => {
+                    tracing::info!(cert = %self.cert.display(), "backend TLS client certificate reloaded");
+                    self.changed.notify_one();
+                    last_error.clear();
+                }
+                Ok(false) => last_error.clear(),
+                Err(e) if e != last_error => {
+                    tracing::error!(error = %e, "backend TLS client certificate not reloaded; the previous one stays");
+                    last_error = e;
+                }
+                Err(_) => {}
+            }
+        }
     }
 }
 

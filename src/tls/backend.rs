@@ -2,6 +2,7 @@
 //! the subject alternative names verified instead), and an optional client certificate (mTLS to the backend).
 //! ALPN offers only h2.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -95,6 +96,21 @@ impl BackendTls {
             )),
         }
     }
+}
+
+/// Reads a client certificate chain and its key, checked together (rustls refuses a key that does not match
+/// the certificate).
+pub fn load_client_cert(cert: &Path, key: &Path) -> Result<(Pem, Pem), TlsError> {
+    let (cert_pem, key_pem) = (Pem::read(cert)?, Pem::read(key)?);
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(cert_pem.certs()?, key_pem.key()?)
+        .map_err(|e| {
+            TlsError::Config(format!("client certificate {} with key {}: {e}", cert.display(), key.display()))
+        })?;
+    Ok((cert_pem, key_pem))
 }
 
 /// Verifies the chain with webpki, and the name against a list of subject alternative names instead of the

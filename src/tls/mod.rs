@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
-pub use self::backend::{BackendTls, BackendTlsSettings};
+pub use self::backend::{load_client_cert, BackendTls, BackendTlsSettings};
 pub use self::identity::{ClientIdentity, SubjectAltName};
 pub use self::policy::{
     policy_targets, BackendTLSPolicy, BackendTlsPolicySpec, LocalObjectRef, PolicyError, PolicyStatus,
