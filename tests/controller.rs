@@ -496,8 +496,14 @@ async fn rbac_rules_grant_exactly_what_the_controller_uses() {
     let api = echo_cluster(a.addr).await;
     api.apply(grpc_route("app", "bad", json!({"rules": "not a list"})));
     cross_namespace_cluster(&api, a.addr);
-    // A BackendTLSPolicy (for a Service no route uses) is read with its ConfigMap and gets a status.
+    // A BackendTLSPolicy (for a Service a route uses) is read with its ConfigMap and gets a status.
     api.apply(service("app", "unused"));
+    api.apply(grpc_route(
+        "app",
+        "to-unused",
+        json!({"rules": [{"matches": [{"method": {"service": "x.Unused"}}],
+        "backendRefs": [{"name": "unused", "port": 80}]}]}),
+    ));
     api.apply(backend_tls_policy("app", "unused-tls", "unused", "unused-ca", "unused.app.svc"));
     api.apply(config_map("app", "unused-ca", &support::tls::Ca::new("ca").pem()));
     let lease = LeaseConfig {
@@ -643,7 +649,9 @@ async fn backend_tls_policies_reach_services_over_tls() {
     api.apply(policy);
     api.apply(config_map("app", "echo-ca", &ca.pem()));
     let c = start(api, None).await;
-    until_answered_by(c.proxy, "grpcio-tls").await;
+    // The first table already reaches the Service over TLS: no call ever went out in cleartext.
+    eventually("ready", || c.readiness.is_ready()).await;
+    assert_eq!(answered_by(c.proxy).await.unwrap(), "grpcio-tls");
     eventually("the policy accepted", || {
         policy_conditions(&c.api, "app", "echo-tls")
             == [triple("Accepted", "True", "Accepted"), triple("ResolvedRefs", "True", "ResolvedRefs")]
@@ -717,4 +725,20 @@ async fn backends_that_require_client_certificates_get_the_configured_one() {
     };
     let c = start_with(api, config).await;
     until_answered_by(c.proxy, "grpcio-mtls").await;
+}
+
+/// ConfigMaps the controller may not read (an RBAC gap) leave BackendTLSPolicies' CAs unresolved: calls to
+/// their Services fail, with the reason, instead of going out in cleartext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_config_maps_fail_closed() {
+    let a = backend("a").await;
+    let api = echo_cluster(a.addr).await;
+    api.apply(backend_tls_policy("app", "echo-tls", "echo", "echo-ca", "echo.app.svc"));
+    api.apply(config_map("app", "echo-ca", &support::tls::Ca::new("ca").pem()));
+    api.forbid(&Res::new("", "v1", "configmaps"), None);
+    let c = start(api, None).await;
+    eventually("ready", || c.readiness.is_ready()).await;
+    let e = answered_by(c.proxy).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("ConfigMaps cannot be read"), "{e:?}");
 }

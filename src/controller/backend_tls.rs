@@ -41,11 +41,13 @@ impl TlsIndex {
 /// A condition of one policy for one target: `Ok` is `status: True`, `Err` is `False` with reason and message.
 pub type Verdict = Result<(), (&'static str, String)>;
 
-/// What a policy means for one Service it targets (an ancestor in its status).
+/// What a policy means for one Service (port) it targets (an ancestor in its status).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetOutcome {
     /// The Service.
     pub service: String,
+    /// The port, by name (`sectionName`), when the target names one.
+    pub port: Option<String>,
     /// `Accepted`.
     pub accepted: Verdict,
     /// `ResolvedRefs`.
@@ -70,18 +72,27 @@ pub struct PolicyOutcome {
 #[derive(Debug, Default)]
 pub struct TlsCache(HashMap<BackendTlsSettings, Arc<BackendTls>>);
 
+/// What the policies are read with besides the cluster's objects.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Platform<'a> {
+    /// The platform's CA bundle, for `wellKnownCACertificates: System`.
+    pub system_ca: Option<&'a Pem>,
+    /// The chain and key presented to the backends, if they ask.
+    pub client_cert: Option<&'a (Pem, Pem)>,
+    /// Why ConfigMaps cannot be read, when they cannot: every CA reference is then unresolved.
+    pub config_maps_unreadable: Option<&'a str>,
+}
+
 /// The TLS index and the policies' outcomes. Among policies for the same Service port, the oldest (then the
 /// first by name) wins and the others are `Conflicted`.
-/// `system_ca`: the platform's CA bundle, for `wellKnownCACertificates: System`; `client_cert`: the chain and
-/// key presented to the backends, if they ask.
 pub fn index(
     policies: &[Arc<BackendTLSPolicy>],
     config_maps: &[Arc<ConfigMap>],
     services: &[Arc<Service>],
-    system_ca: Option<&Pem>,
-    client_cert: Option<&(Pem, Pem)>,
+    platform: &Platform<'_>,
     cache: &mut TlsCache,
 ) -> (TlsIndex, Vec<PolicyOutcome>) {
+    let Platform { system_ca, client_cert, config_maps_unreadable } = *platform;
     let system_pem = system_ca.map(|p| String::from_utf8_lossy(&p.data).into_owned());
     let ca: HashMap<(String, String), &str> = config_maps
         .iter()
@@ -106,7 +117,17 @@ pub fn index(
     for policy in ordered {
         let ns = policy.namespace().unwrap_or_default();
         let ca_crt = |name: &str| ca.get(&(ns.clone(), name.to_string())).map(|s| s.to_string());
-        let resolved = policy_targets(&policy.spec, ca_crt, system_pem.as_deref());
+        let mut resolved = policy_targets(&policy.spec, ca_crt, system_pem.as_deref());
+        if let (Err(e), Some(why)) = (&mut resolved, config_maps_unreadable) {
+            if e.resolved_refs == Some("InvalidCACertificateRef") {
+                e.message = format!("ConfigMaps cannot be read ({why}); {}", e.message);
+            }
+        }
+        // ResolvedRefs is about the policy's references, whatever becomes of each target.
+        let refs_verdict: Verdict = match &resolved {
+            Err(e) => e.resolved_refs.map_or(Ok(()), |r| Err((r, e.message.clone()))),
+            Ok(_) => Ok(()),
+        };
         let mut targets = Vec::new();
         for t in policy.spec.target_refs.iter().filter(|t| t.group.is_empty() && t.kind == "Service") {
             let port = t.section_name.clone().filter(|s| !s.is_empty());
@@ -116,14 +137,19 @@ pub fn index(
                 _ => Ok(()),
             };
             let key = (ns.clone(), t.name.clone(), port.clone());
-            let verdict = |accepted, resolved_refs| TargetOutcome { service: t.name.clone(), accepted, resolved_refs };
+            let verdict = |accepted, resolved_refs| TargetOutcome {
+                service: t.name.clone(),
+                port: port.clone(),
+                accepted,
+                resolved_refs,
+            };
             if let Err(message) = found {
-                targets.push(verdict(Err(("TargetNotFound", message)), Ok(())));
+                targets.push(verdict(Err(("TargetNotFound", message)), refs_verdict.clone()));
                 continue;
             }
             if let Some(winner) = claimed.get(&key) {
                 let message = format!("BackendTLSPolicy {winner} targets the same Service port and takes precedence");
-                targets.push(verdict(Err(("Conflicted", message)), Ok(())));
+                targets.push(verdict(Err(("Conflicted", message)), refs_verdict.clone()));
                 continue;
             }
             claimed.insert(key, policy.name_any());
@@ -159,7 +185,7 @@ pub fn index(
                 (Ok(_), Ok(_)) => (Ok(()), Ok(())),
             };
             let why = |m: String| format!("BackendTLSPolicy {ns}/{}: {m}", policy.name_any());
-            index.targets.entry((ns.clone(), t.name.clone())).or_default().push((port, reach.map_err(why)));
+            index.targets.entry((ns.clone(), t.name.clone())).or_default().push((port.clone(), reach.map_err(why)));
             targets.push(verdict(accepted, resolved_refs));
         }
         outcomes.push(PolicyOutcome {

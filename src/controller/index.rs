@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub tls_policies: Vec<Arc<BackendTLSPolicy>>,
     /// ConfigMaps, reduced to their `ca.crt` (only watched while BackendTLSPolicies are).
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// Why ConfigMaps cannot be read, when they cannot (every CA reference is then unresolved).
+    pub config_maps_unreadable: Option<String>,
     /// The platform's CA bundle, for policies with `wellKnownCACertificates: System`.
     pub system_ca: Option<Pem>,
     /// The certificate chain and key presented to backends that policies have reached over TLS.
@@ -138,14 +140,13 @@ pub fn build_full(snapshot: &Snapshot, cache: &mut RouteCache) -> Built {
     // Oldest first; a missing timestamp sorts last. Ties by namespace/name.
     parsed.sort_by(|a, b| (a.3.is_none(), &a.3, &a.0).cmp(&(b.3.is_none(), &b.3, &b.0)));
 
-    let (tls, policies) = backend_tls::index(
-        &snapshot.tls_policies,
-        &snapshot.config_maps,
-        &snapshot.services,
-        snapshot.system_ca.as_ref(),
-        snapshot.backend_client_cert.as_ref(),
-        &mut cache.1,
-    );
+    let platform = backend_tls::Platform {
+        system_ca: snapshot.system_ca.as_ref(),
+        client_cert: snapshot.backend_client_cert.as_ref(),
+        config_maps_unreadable: snapshot.config_maps_unreadable.as_deref(),
+    };
+    let (tls, mut policies) =
+        backend_tls::index(&snapshot.tls_policies, &snapshot.config_maps, &snapshot.services, &platform, &mut cache.1);
     let resolver = ClusterResolver::new(snapshot, &tls);
     let valid: Vec<(&RouteId, &GrpcRoute)> =
         parsed.iter().filter_map(|(id, _, r, _)| r.as_ref().as_ref().ok().map(|r| (id, r))).collect();
@@ -166,7 +167,14 @@ pub fn build_full(snapshot: &Snapshot, cache: &mut RouteCache) -> Built {
             RouteOutcome { id, generation, report, rules }
         })
         .collect();
-    Built { table: out.table, outcomes, backend_tls: resolver.bound.into_inner(), policies }
+    // Status goes only on policies for Services that GrpcRoutes send calls to: others are not switchboard's
+    // business (another implementation may be the one that uses them).
+    let referenced = resolver.referenced.into_inner();
+    for p in &mut policies {
+        p.targets.retain(|t| referenced.contains(&(p.namespace.clone(), t.service.clone())));
+    }
+    let backend_tls = resolver.bound.into_inner().into_iter().filter_map(|(a, t)| Some((a, t?))).collect();
+    Built { table: out.table, outcomes, backend_tls, policies }
 }
 
 /// Resolves backendRefs to the ready endpoints of Services, noting which are reached over TLS.
@@ -175,7 +183,11 @@ struct ClusterResolver<'a> {
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     grants: Option<HashMap<&'a str, Vec<&'a ReferenceGrant>>>,
     tls: &'a TlsIndex,
-    bound: RefCell<HashMap<EndpointAddr, Arc<BackendTls>>>,
+    /// How each endpoint is reached: over TLS with these settings, or (`None`) in cleartext. An address two
+    /// Services reach differently is refused for the later one.
+    bound: RefCell<HashMap<EndpointAddr, Option<Arc<BackendTls>>>>,
+    /// Services some backendRef resolved to (or tried to), by (namespace, name).
+    referenced: RefCell<std::collections::HashSet<(String, String)>>,
 }
 
 impl<'a> ClusterResolver<'a> {
@@ -199,7 +211,7 @@ impl<'a> ClusterResolver<'a> {
             }
             by_ns
         });
-        Self { services, slices, grants, tls, bound: RefCell::default() }
+        Self { services, slices, grants, tls, bound: RefCell::default(), referenced: RefCell::default() }
     }
 }
 
@@ -237,16 +249,27 @@ impl Resolve<EndpointAddr> for ClusterResolver<'_> {
             return unresolved(UnresolvedReason::BackendNotFound, format!("Service {namespace}/{} not found", r.name));
         };
         let slices = self.slices.get(&(namespace, r.name.as_str())).map(Vec::as_slice).unwrap_or_default();
+        self.referenced.borrow_mut().insert((namespace.to_string(), r.name.clone()));
         let tls = match self.tls.lookup(namespace, &r.name, endpoints::port_name(svc, port)) {
             Some(Ok(tls)) => Some(tls),
             Some(Err(why)) => return unresolved(UnresolvedReason::InvalidBackendTlsPolicy, why.clone()),
             None => None,
         };
         let endpoints = endpoints::resolve(&format!("{namespace}/{}", r.name), svc, slices, port, tls.is_some())?;
-        if let Some(tls) = tls {
-            let mut bound = self.bound.borrow_mut();
-            bound.extend(endpoints.iter().map(|e| (e.clone(), tls.clone())));
+        let mut bound = self.bound.borrow_mut();
+        let same = |t: &Option<Arc<BackendTls>>| t.as_ref().map(|t| &t.settings) == tls.map(|t| &t.settings);
+        if let Some(e) = endpoints.iter().find(|e| bound.get(*e).is_some_and(|t| !same(t))) {
+            return unresolved(
+                UnresolvedReason::InvalidBackendTlsPolicy,
+                format!(
+                    "Service {namespace}/{}: endpoint {e} is also an endpoint of a Service reached with other TLS \
+                     settings (or without TLS); one address has one way to be reached",
+                    r.name
+                ),
+            );
         }
+        bound.extend(endpoints.iter().map(|e| (e.clone(), tls.cloned())));
+        drop(bound);
         Ok(Backend { name: format!("{namespace}/{}:{port}", r.name).into(), endpoints })
     }
 }

@@ -25,7 +25,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use self::index::Snapshot;
 use self::leader::LeaseConfig;
@@ -99,6 +99,8 @@ pub struct TlsStores {
     pub policies: Vec<Store<BackendTLSPolicy>>,
     /// ConfigMaps (only their `ca.crt`).
     pub config_maps: Vec<Store<ConfigMap>>,
+    /// Why ConfigMaps are not watched, when they cannot be listed.
+    pub config_maps_unreadable: Option<String>,
 }
 
 impl Stores {
@@ -112,12 +114,13 @@ impl Stores {
             grants: grants.as_ref().map(|g| g.iter().flat_map(Store::state).collect()),
             tls_policies: tls.iter().flat_map(|t| &t.policies).flat_map(Store::state).collect(),
             config_maps: tls.iter().flat_map(|t| &t.config_maps).flat_map(Store::state).collect(),
+            config_maps_unreadable: tls.as_ref().and_then(|t| t.config_maps_unreadable.clone()),
             system_ca: crate::tls::system_ca(),
             backend_client_cert: self.client_cert.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
-    /// Waits for the first list of every required watch. The optional one (ReferenceGrants) never blocks.
+    /// Waits for the first list of every required watch (the optional APIs report on their own).
     async fn wait_until_ready(&self) {
         for s in &self.routes {
             let _ = s.wait_until_ready().await;
@@ -153,35 +156,58 @@ pub async fn run(
         consequence,
         probes,
     };
+    // Each optional API reports once it is synced or found unavailable: the first table waits for both, so
+    // a restart never serves a table without the policies (cleartext where TLS is asked for) or grants.
+    let (grants_seen, grants_seen_rx) = oneshot::channel::<()>();
     let grants = optional(
         "ReferenceGrants",
         "cross-namespace backendRefs are refused",
         vec![ApiResource::erase::<ReferenceGrant>(&())],
     );
-    let (slot, watch_metrics) = (stores.grants.clone(), metrics.clone());
-    tokio::spawn(grants.run(move |o| {
-        let watch = |s: &Option<String>| {
-            watch_typed(&o.client, s.as_deref(), &o.changed, "referencegrants", &watch_metrics, slim::grant)
-        };
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(o.scopes.iter().map(watch).collect());
+    let (slot, m) = (stores.grants.clone(), metrics.clone());
+    tokio::spawn(grants.run(grants_seen, move |client, scopes, changed| async move {
+        let watched: Vec<_> = (scopes.iter())
+            .map(|s| watch_typed(&client, s.as_deref(), &changed, "referencegrants", &m, slim::grant))
+            .collect();
+        for s in &watched {
+            let _ = s.wait_until_ready().await;
+        }
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(watched);
     }));
+    let (policies_seen, policies_seen_rx) = oneshot::channel::<()>();
     let policies = optional(
         "BackendTLSPolicies",
         "every Service is reached in cleartext",
-        vec![ApiResource::erase::<BackendTLSPolicy>(&()), ApiResource::erase::<ConfigMap>(&())],
+        vec![ApiResource::erase::<BackendTLSPolicy>(&())],
     );
-    let (slot, watch_metrics) = (stores.tls.clone(), metrics.clone());
-    tokio::spawn(policies.run(move |o| {
-        let m = &watch_metrics;
-        let stores = TlsStores {
-            policies: (o.scopes.iter())
-                .map(|s| watch_typed(&o.client, s.as_deref(), &o.changed, "backendtlspolicies", m, slim::tls_policy))
-                .collect(),
-            config_maps: (o.scopes.iter())
-                .map(|s| watch_typed(&o.client, s.as_deref(), &o.changed, "configmaps", m, slim::config_map))
-                .collect(),
-        };
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
+    let (slot, m) = (stores.tls.clone(), metrics.clone());
+    tokio::spawn(policies.run(policies_seen, move |client, scopes, changed| async move {
+        let policies: Vec<_> = (scopes.iter())
+            .map(|s| watch_typed(&client, s.as_deref(), &changed, "backendtlspolicies", &m, slim::tls_policy))
+            .collect();
+        // ConfigMaps that cannot be read leave every policy's CA unresolved: calls fail rather than go out in
+        // cleartext (granting access needs a restart to be seen).
+        let (config_maps, config_maps_unreadable) =
+            match listable(&client, &scopes, &ApiResource::erase::<ConfigMap>(&())).await {
+                Ok(()) => {
+                    let watched: Vec<_> = (scopes.iter())
+                        .map(|s| watch_typed(&client, s.as_deref(), &changed, "configmaps", &m, slim::config_map))
+                        .collect();
+                    (watched, None)
+                }
+                Err(reason) => {
+                    tracing::error!(%reason, "ConfigMaps cannot be read: BackendTLSPolicies' CA certificates are unresolved");
+                    (Vec::new(), Some(reason))
+                }
+            };
+        for s in &policies {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &config_maps {
+            let _ = s.wait_until_ready().await;
+        }
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(TlsStores { policies, config_maps, config_maps_unreadable });
     }));
 
     if let Some((cert, key)) = config.backend_client_cert.clone() {
@@ -224,8 +250,12 @@ pub async fn run(
     tokio::spawn(policy_writer.run(policy_outcomes_rx, leader_rx, shutdown.clone()));
 
     let mut stop = std::pin::pin!(shutdown.into_wait());
+    let optional_seen = async {
+        let _ = grants_seen_rx.await;
+        let _ = policies_seen_rx.await;
+    };
     tokio::select! {
-        _ = stores.wait_until_ready() => {}
+        _ = async { tokio::join!(stores.wait_until_ready(), optional_seen) } => {}
         _ = &mut stop => {
             if let Some(task) = leader_task {
                 let _ = task.await;
@@ -295,8 +325,12 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
     };
     let (tls_policies, config_maps) = match Api::<BackendTLSPolicy>::all(client.clone()).list(&lp).await {
         Ok(p) if !p.items.is_empty() => {
-            let cms = Api::<ConfigMap>::all(client.clone()).list(&lp).await?;
-            (p.items.into_iter().map(Arc::new).collect(), cms.items.into_iter().map(Arc::new).collect())
+            let cms = match Api::<ConfigMap>::all(client.clone()).list(&lp).await {
+                Ok(cms) => cms.items.into_iter().map(Arc::new).collect(),
+                Err(kube::Error::Api(e)) if e.code == 403 => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            (p.items.into_iter().map(Arc::new).collect(), cms)
         }
         Ok(_) => (Vec::new(), Vec::new()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => (Vec::new(), Vec::new()),
@@ -309,6 +343,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, kube::Error> {
         grants,
         tls_policies,
         config_maps,
+        config_maps_unreadable: None,
         system_ca: crate::tls::system_ca(),
         backend_client_cert: None,
     })
@@ -378,14 +413,20 @@ struct Optional {
 
 impl Optional {
     /// Looks for the API by discovery (which every client may read), then checks that each scope may be
-    /// listed. Missing or forbidden, it is an empty set that never holds up readiness, looked for again every
-    /// `recheck`; once found, `start` starts its watches.
-    async fn run(self, start: impl FnOnce(&Self)) {
+    /// listed. Missing or forbidden, it is an empty set, looked for again every `recheck`; once found, `start`
+    /// starts its watches and returns when they are synced. `seen` is dropped after the first look: when
+    /// the API turned out unavailable, or its watches synced.
+    async fn run<F, Fut>(self, seen: oneshot::Sender<()>, start: F)
+    where
+        F: FnOnce(Client, Vec<Option<String>>, Arc<Notify>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut seen = Some(seen);
         let mut last_reason = String::new();
         loop {
             match self.readable().await {
                 Ok(()) => {
-                    start(&self);
+                    start(self.client.clone(), self.scopes.clone(), self.changed.clone()).await;
                     tracing::info!(api = self.name, "watched");
                     self.changed.notify_one();
                     return;
@@ -396,6 +437,7 @@ impl Optional {
                 }
                 Err(_) => {}
             }
+            drop(seen.take());
             tokio::time::sleep(self.recheck).await;
         }
     }
@@ -416,22 +458,28 @@ impl Optional {
                     return Err(format!("{gv} does not serve {}", ar.plural));
                 }
             }
-            for scope in &self.scopes {
-                let api: Api<DynamicObject> = match scope {
-                    Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
-                    None => Api::all_with(self.client.clone(), ar),
-                };
-                if let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
-                    let at = scope.as_deref().map_or("cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
-                    return Err(match e {
-                        kube::Error::Api(e) => format!("listing {} {at}: {} {}", ar.plural, e.code, e.reason),
-                        e => format!("listing {} {at}: {e}", ar.plural),
-                    });
-                }
-            }
+            listable(&self.client, &self.scopes, ar).await?;
         }
         Ok(())
     }
+}
+
+/// Whether `ar` may be listed in every scope; why not, otherwise.
+async fn listable(client: &Client, scopes: &[Option<String>], ar: &ApiResource) -> Result<(), String> {
+    for scope in scopes {
+        let api: Api<DynamicObject> = match scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
+        };
+        if let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
+            let at = scope.as_deref().map_or("cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
+            return Err(match e {
+                kube::Error::Api(e) => format!("listing {} {at}: {} {}", ar.plural, e.code, e.reason),
+                e => format!("listing {} {at}: {e}", ar.plural),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The client certificate presented to backends, re-read when its files change (a mounted Secret is

@@ -30,7 +30,8 @@ pub const CONTROLLER_NAME: &str = "switchboard.dev/grpc-router";
 /// The Gateway API allows 16 ancestor entries per policy; beyond that none may be added.
 const MAX_ANCESTORS: usize = 16;
 
-const RETRY: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What the policy status writer needs from the controller.
 pub struct PolicyWriter {
@@ -61,27 +62,43 @@ impl PolicyWriter {
         // and the rejection each policy was last given an Event for.
         let mut written: HashMap<(String, String), (String, Vec<Value>)> = HashMap::new();
         let mut evented: HashMap<(String, String), String> = HashMap::new();
-        let mut retry_at: Option<Instant> = None;
+        // Per policy: failures so far and when to try again (doubling from 250 ms to 60 s).
+        let mut retries: HashMap<(String, String), (u32, Instant)> = HashMap::new();
         loop {
-            if *leader.borrow_and_update() {
-                retry_at = None;
+            let leading = *leader.borrow_and_update();
+            if leading {
                 let latest = outcomes.borrow_and_update().clone();
                 for outcome in latest.iter() {
-                    if let Err(e) = self.reconcile(outcome, &mut written, &mut evented).await {
-                        tracing::warn!(policy = %format!("{}/{}", outcome.namespace, outcome.name), error = %e, "BackendTLSPolicy status write failed");
-                        retry_at = Some(Instant::now() + RETRY);
+                    let id = (outcome.namespace.clone(), outcome.name.clone());
+                    if retries.get(&id).is_some_and(|(_, at)| *at > Instant::now()) {
+                        continue;
+                    }
+                    match self.reconcile(outcome, &mut written, &mut evented).await {
+                        Ok(()) => {
+                            retries.remove(&id);
+                        }
+                        Err(e) => {
+                            let (failures, at) = retries.entry(id).or_insert((0, Instant::now()));
+                            *failures += 1;
+                            let backoff = FIRST_BACKOFF.saturating_mul(1 << (*failures).min(10)).min(MAX_BACKOFF);
+                            *at = Instant::now() + backoff;
+                            tracing::warn!(policy = %format!("{}/{}", outcome.namespace, outcome.name), error = %e, retry_in = ?backoff, "BackendTLSPolicy status write failed");
+                        }
                     }
                 }
                 let live: std::collections::HashSet<_> =
                     latest.iter().map(|o| (o.namespace.clone(), o.name.clone())).collect();
                 written.retain(|k, _| live.contains(k));
                 evented.retain(|k, _| live.contains(k));
+                retries.retain(|k, _| live.contains(k));
             }
+            // Retries are due only while leading: a former leader would otherwise wake at once, forever.
+            let next_retry = if leading { retries.values().map(|(_, at)| *at).min() } else { None };
             tokio::select! {
                 r = outcomes.changed() => if r.is_err() { return },
                 r = leader.changed() => if r.is_err() { return },
                 _ = resync.tick() => {}
-                _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
+                _ = super::writer::sleep_until(next_retry) => {}
                 _ = &mut stop => return,
             }
         }
@@ -99,11 +116,17 @@ impl PolicyWriter {
             slot.as_ref().and_then(|s| s.policies.iter().find_map(|p| p.get(&key)))
         };
         let Some(policy) = stored else { return Ok(()) };
+        // The outcome was built from an older spec than the store holds: the next build has the new one.
+        if policy.metadata.generation != outcome.generation {
+            return Ok(());
+        }
         let previous = policy.status.as_ref().map(|s| s.ancestors.as_slice()).unwrap_or_default();
         let next = ancestors(outcome, previous, &now());
         let id = (outcome.namespace.clone(), outcome.name.clone());
         let version = policy.resource_version().unwrap_or_default();
-        let pending = written.get(&id).is_some_and(|(v, a)| *v == version && *a == next);
+        // What we wrote onto this version is not written again, even if a transition time computed a second
+        // later differs.
+        let pending = written.get(&id).is_some_and(|(v, a)| *v == version && untimed(a) == untimed(&next));
         if previous != next.as_slice() && !pending {
             let api = Api::<BackendTLSPolicy>::namespaced(self.client.clone(), &outcome.namespace);
             let patch = json!({ "metadata": { "resourceVersion": version }, "status": { "ancestors": next } });
@@ -143,7 +166,10 @@ pub fn ancestors(outcome: &PolicyOutcome, stored: &[Value], now: &str) -> Vec<Va
         if list.len() >= MAX_ANCESTORS {
             break;
         }
-        let ancestor_ref = json!({ "group": "", "kind": "Service", "name": target.service });
+        let mut ancestor_ref = json!({ "group": "", "kind": "Service", "name": target.service });
+        if let Some(port) = &target.port {
+            ancestor_ref["sectionName"] = json!(port);
+        }
         let previous = stored.iter().find(|a| ours(a) && a.get("ancestorRef") == Some(&ancestor_ref));
         let conditions: Vec<Value> =
             [("Accepted", &target.accepted, "Accepted"), ("ResolvedRefs", &target.resolved_refs, "ResolvedRefs")]
@@ -155,6 +181,17 @@ pub fn ancestors(outcome: &PolicyOutcome, stored: &[Value], now: &str) -> Vec<Va
         list.push(json!({ "ancestorRef": ancestor_ref, "controllerName": CONTROLLER_NAME, "conditions": conditions }));
     }
     list
+}
+
+/// Ancestor entries without their conditions' `lastTransitionTime`.
+fn untimed(ancestors: &[Value]) -> Vec<Value> {
+    let mut out = ancestors.to_vec();
+    for a in &mut out {
+        for c in a.get_mut("conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+            c.as_object_mut().map(|c| c.remove("lastTransitionTime"));
+        }
+    }
+    out
 }
 
 fn condition(
@@ -200,7 +237,7 @@ mod tests {
     use super::*;
 
     fn fine(service: &str) -> TargetOutcome {
-        TargetOutcome { service: service.into(), accepted: Ok(()), resolved_refs: Ok(()) }
+        TargetOutcome { service: service.into(), port: None, accepted: Ok(()), resolved_refs: Ok(()) }
     }
 
     fn outcome(targets: Vec<TargetOutcome>) -> PolicyOutcome {

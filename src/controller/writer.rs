@@ -99,7 +99,8 @@ impl Writer {
                 evented.retain(|id, _| live.contains(id));
                 written.retain(|id, _| live.contains(id));
             }
-            let next_retry = retries.values().map(|r| r.at).min();
+            // Retries are due only while leading: a former leader would otherwise wake at once, forever.
+            let next_retry = if *leader.borrow() { retries.values().map(|r| r.at).min() } else { None };
             tokio::select! {
                 r = outcomes.changed() => if r.is_err() { return },
                 r = leader.changed() => if r.is_err() { return },
@@ -171,7 +172,8 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`, or forever.
+pub(super) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -168,6 +168,9 @@ pub fn policy_targets(
         .subject_alt_names
         .iter()
         .map(|n| match (n.kind.as_str(), &n.hostname, &n.uri) {
+            ("Hostname", Some(h), _) if h.starts_with('*') => {
+                Err(invalid(format!("subjectAltNames: wildcard hostname {h:?} is not supported; name the host")))
+            }
             ("Hostname", Some(h), _) if !h.is_empty() => Ok(SubjectAltName::Dns(h.to_ascii_lowercase())),
             ("URI", _, Some(u)) if !u.is_empty() => Ok(SubjectAltName::Uri(u.clone())),
             (kind, ..) => Err(invalid(format!("subjectAltNames: a {kind:?} entry without its value"))),
@@ -283,6 +286,13 @@ mod tests {
             ),
             ("  wellKnownCACertificates: System\n".to_string(), Some("Invalid"), None),
             ("  wellKnownCACertificates: Other\n".to_string(), Some("Invalid"), None),
+            (
+                format!(
+                    "  caCertificateRefs: [{good}]\n  subjectAltNames: [{{type: Hostname, hostname: \"*.p.svc\"}}]\n"
+                ),
+                Some("Invalid"),
+                None,
+            ),
             (String::new(), Some("NoValidCACertificate"), None),
         ];
         for (extra, accepted, resolved_refs) in cases {

@@ -49,6 +49,12 @@ fn server_name(index: &TlsIndex, svc: &str, port: Option<&str>) -> Option<Result
     index.lookup("shop", svc, port).map(|r| r.as_ref().map(|t| t.settings.server_name.clone()).map_err(Clone::clone))
 }
 
+/// The index of `policies` with one ConfigMap `ca` holding a CA.
+fn with_one_ca(policies: &[Arc<BackendTLSPolicy>], services: &[Arc<Service>]) -> (TlsIndex, Vec<PolicyOutcome>) {
+    let cms = [config_map("ca", &ca_pem())];
+    super::index(policies, &cms, services, &Platform::default(), &mut TlsCache::default())
+}
+
 #[test]
 fn a_policy_for_a_port_wins_over_one_for_the_whole_service() {
     let services = [service("payments", &[(8443, "grpc"), (9443, "admin")])];
@@ -60,8 +66,7 @@ fn a_policy_for_a_port_wins_over_one_for_the_whole_service() {
             &targeting("{group: \"\", kind: Service, name: payments, sectionName: admin}", "ca", "admin.shop"),
         ),
     ];
-    let (index, outcomes) =
-        super::index(&policies, &[config_map("ca", &ca_pem())], &services, None, None, &mut TlsCache::default());
+    let (index, outcomes) = with_one_ca(&policies, &services);
     assert_eq!(server_name(&index, "payments", Some("grpc")), Some(Ok("payments.shop".into())));
     assert_eq!(server_name(&index, "payments", Some("admin")), Some(Ok("admin.shop".into())));
     assert_eq!(server_name(&index, "ledger", None), None, "no policy: cleartext");
@@ -79,8 +84,7 @@ fn the_older_policy_wins_and_the_newer_is_conflicted() {
         policy("newer", 20, &targeting(target, "ca", "new.shop")),
         policy("older", 10, &targeting(target, "ca", "old.shop")),
     ];
-    let (index, outcomes) =
-        super::index(&policies, &[config_map("ca", &ca_pem())], &services, None, None, &mut TlsCache::default());
+    let (index, outcomes) = with_one_ca(&policies, &services);
     assert_eq!(server_name(&index, "payments", Some("grpc")), Some(Ok("old.shop".into())));
     let newer = outcomes.iter().find(|o| o.name == "newer").unwrap();
     let (reason, message) = newer.targets[0].accepted.as_ref().unwrap_err();
@@ -104,7 +108,7 @@ fn unusable_policies_make_their_services_unreachable_not_cleartext() {
         config_map("junk", "not a certificate"),
         config_map("bad", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
     ];
-    let (index, outcomes) = super::index(&policies, &cms, &services, None, None, &mut TlsCache::default());
+    let (index, outcomes) = super::index(&policies, &cms, &services, &Platform::default(), &mut TlsCache::default());
     let verdicts = |name: &str| {
         let t = &outcomes.iter().find(|o| o.name == name).unwrap().targets[0];
         (t.accepted.as_ref().err().map(|e| e.0), t.resolved_refs.as_ref().err().map(|e| e.0))
@@ -127,10 +131,11 @@ fn rebuilds_reuse_tls_configurations() {
     let cms = [config_map("ca", &ca_pem())];
     let mut cache = TlsCache::default();
     let get = |i: &TlsIndex| i.lookup("shop", "payments", None).unwrap().clone().unwrap();
-    let first = get(&super::index(&policies, &cms, &services, None, None, &mut cache).0);
-    let second = get(&super::index(&policies, &cms, &services, None, None, &mut cache).0);
+    let first = get(&super::index(&policies, &cms, &services, &Platform::default(), &mut cache).0);
+    let second = get(&super::index(&policies, &cms, &services, &Platform::default(), &mut cache).0);
     assert!(Arc::ptr_eq(&first, &second));
-    let rotated = get(&super::index(&policies, &[config_map("ca", &ca_pem())], &services, None, None, &mut cache).0);
+    let rotated =
+        get(&super::index(&policies, &[config_map("ca", &ca_pem())], &services, &Platform::default(), &mut cache).0);
     assert!(!Arc::ptr_eq(&first, &rotated), "a new CA is a new configuration");
 }
 
@@ -140,12 +145,18 @@ fn well_known_system_cas_come_from_the_platform_bundle() {
     let yaml = "targetRefs: [{group: \"\", kind: Service, name: payments}]\nvalidation:\n  wellKnownCACertificates: System\n  hostname: payments.example.com\n";
     let policies = [policy("p", 1, yaml)];
     let system = Pem::new("/etc/ssl/certs/ca-certificates.crt", ca_pem().into_bytes());
-    let (index, outcomes) = super::index(&policies, &[], &services, Some(&system), None, &mut TlsCache::default());
+    let (index, outcomes) = super::index(
+        &policies,
+        &[],
+        &services,
+        &Platform { system_ca: Some(&system), ..Default::default() },
+        &mut TlsCache::default(),
+    );
     let tls = index.lookup("shop", "payments", Some("grpc")).unwrap().as_ref().unwrap();
     assert_eq!(tls.settings.ca.origin, "/etc/ssl/certs/ca-certificates.crt");
     assert_eq!(outcomes[0].targets[0].accepted, Ok(()));
 
-    let (index, outcomes) = super::index(&policies, &[], &services, None, None, &mut TlsCache::default());
+    let (index, outcomes) = super::index(&policies, &[], &services, &Platform::default(), &mut TlsCache::default());
     assert!(index.lookup("shop", "payments", None).unwrap().is_err(), "no bundle: no cleartext either");
     assert_eq!(outcomes[0].targets[0].accepted.as_ref().unwrap_err().0, "Invalid");
 }

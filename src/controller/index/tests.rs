@@ -427,18 +427,26 @@ fn the_route_cache_rereads_only_changed_routes() {
     assert!(outcomes.is_empty() && cache.0.is_empty(), "deleted routes leave the cache");
 }
 
-#[test]
-fn backend_tls_policies_bind_endpoints_or_make_them_unreachable() {
+/// A self-signed CA certificate, PEM.
+fn test_ca() -> String {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
-    let cm = |name: &str, pem: &str| {
-        Arc::new(k8s_openapi::api::core::v1::ConfigMap {
-            metadata: meta("app", name),
-            data: Some([("ca.crt".to_string(), pem.to_string())].into()),
-            ..Default::default()
-        })
-    };
+    params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+}
+
+/// ConfigMap `app/{name}` with `pem` as its `ca.crt`.
+fn ca_config_map(name: &str, pem: &str) -> Arc<k8s_openapi::api::core::v1::ConfigMap> {
+    Arc::new(k8s_openapi::api::core::v1::ConfigMap {
+        metadata: meta("app", name),
+        data: Some([("ca.crt".to_string(), pem.to_string())].into()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn backend_tls_policies_bind_endpoints_or_make_them_unreachable() {
+    let ca = test_ca();
+    let cm = ca_config_map;
     let policy = |ca_name: &str| {
         let spec: crate::tls::BackendTlsPolicySpec = serde_yaml::from_str(&format!(
             "targetRefs: [{{group: \"\", kind: Service, name: echo}}]\nvalidation:\n  caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {ca_name}}}]\n  hostname: echo.app\n"
@@ -467,4 +475,38 @@ fn backend_tls_policies_bind_endpoints_or_make_them_unreachable() {
     assert_eq!(endpoints(&built.table)[0], "unresolved: BackendTLSPolicy app/echo-tls: caCertificateRef ConfigMap missing: missing, or no PEM certificate under ca.crt");
     let report = built.outcomes[0].report.as_ref().unwrap();
     assert_eq!(report.unresolved[0].reason, UnresolvedReason::InvalidBackendTlsPolicy);
+}
+
+#[test]
+fn one_address_is_reached_one_way_and_status_goes_to_policies_of_used_services() {
+    let ca = test_ca();
+    let policy = |name: &str, svc: &str| {
+        let spec: crate::tls::BackendTlsPolicySpec = serde_yaml::from_str(&format!(
+            "targetRefs: [{{group: \"\", kind: Service, name: {svc}}}]\nvalidation:\n  caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: ca}}]\n  hostname: {svc}.app\n"
+        ))
+        .unwrap();
+        let mut p = BackendTLSPolicy::new(name, spec);
+        p.metadata = meta("app", name);
+        Arc::new(p)
+    };
+    let spec = |svc: &str, method: &str| json!({"rules": [{"matches": [{"method": {"service": "a.B", "method": method}}], "backendRefs": [{"name": svc, "port": 443}]}]});
+    // `plain` and `tls` share a pod address; only `tls` has a policy. `idle` has one but no route uses it.
+    let snap = Snapshot {
+        routes: vec![route("app", "first", 1, spec("tls", "X")), route("app", "second", 2, spec("plain", "Y"))],
+        services: ["tls", "plain", "idle"].iter().map(|s| service("app", s, &[(443, Some("grpc"))])).collect(),
+        slices: ["tls", "plain"]
+            .iter()
+            .map(|s| slice("app", s, Some("grpc"), 8443, &[("10.0.0.1", Some(true), None)]))
+            .collect(),
+        tls_policies: vec![policy("tls-p", "tls"), policy("idle-p", "idle")],
+        config_maps: vec![ca_config_map("ca", &ca)],
+        ..Default::default()
+    };
+    let built = build_full(&snap, &mut RouteCache::default());
+    assert_eq!(built.backend_tls.len(), 1, "the older route's Service binds the address over TLS");
+    let second = built.outcomes.iter().find(|o| o.id.name == "second").unwrap().report.as_ref().unwrap();
+    assert_eq!(second.unresolved[0].reason, UnresolvedReason::InvalidBackendTlsPolicy, "{second:?}");
+    assert!(second.unresolved[0].message.contains("10.0.0.1:8443"), "{second:?}");
+    let targets = |name: &str| built.policies.iter().find(|p| p.name == name).unwrap().targets.len();
+    assert_eq!((targets("tls-p"), targets("idle-p")), (1, 0), "no status for a Service no route uses");
 }
