@@ -13,12 +13,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 #[cfg(test)]
 use super::backend_tls::TargetOutcome;
 use super::backend_tls::{PolicyOutcome, Verdict};
-use super::writer::{truncate, warning};
+use super::writer::{truncate, warning, Retries};
 use super::TlsSlot;
 use crate::metrics::Metrics;
 use crate::proxy::Shutdown;
@@ -29,9 +28,6 @@ pub const CONTROLLER_NAME: &str = "switchboard.dev/grpc-router";
 
 /// The Gateway API allows 16 ancestor entries per policy; beyond that none may be added.
 const MAX_ANCESTORS: usize = 16;
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What the policy status writer needs from the controller.
 pub struct PolicyWriter {
@@ -62,26 +58,20 @@ impl PolicyWriter {
         // and the rejection each policy was last given an Event for.
         let mut written: HashMap<(String, String), (String, Vec<Value>)> = HashMap::new();
         let mut evented: HashMap<(String, String), String> = HashMap::new();
-        // Per policy: failures so far and when to try again (doubling from 250 ms to 60 s).
-        let mut retries: HashMap<(String, String), (u32, Instant)> = HashMap::new();
+        let mut retries = Retries::new();
         loop {
             let leading = *leader.borrow_and_update();
             if leading {
                 let latest = outcomes.borrow_and_update().clone();
                 for outcome in latest.iter() {
                     let id = (outcome.namespace.clone(), outcome.name.clone());
-                    if retries.get(&id).is_some_and(|(_, at)| *at > Instant::now()) {
+                    if retries.waiting(&id) {
                         continue;
                     }
                     match self.reconcile(outcome, &mut written, &mut evented).await {
-                        Ok(()) => {
-                            retries.remove(&id);
-                        }
+                        Ok(()) => retries.succeeded(&id),
                         Err(e) => {
-                            let (failures, at) = retries.entry(id).or_insert((0, Instant::now()));
-                            *failures += 1;
-                            let backoff = FIRST_BACKOFF.saturating_mul(1 << (*failures).min(10)).min(MAX_BACKOFF);
-                            *at = Instant::now() + backoff;
+                            let backoff = retries.failed(id);
                             tracing::warn!(policy = %format!("{}/{}", outcome.namespace, outcome.name), error = %e, retry_in = ?backoff, "BackendTLSPolicy status write failed");
                         }
                     }
@@ -90,10 +80,9 @@ impl PolicyWriter {
                     latest.iter().map(|o| (o.namespace.clone(), o.name.clone())).collect();
                 written.retain(|k, _| live.contains(k));
                 evented.retain(|k, _| live.contains(k));
-                retries.retain(|k, _| live.contains(k));
+                retries.retain(|k| live.contains(k));
             }
-            // Retries are due only while leading: a former leader would otherwise wake at once, forever.
-            let next_retry = if leading { retries.values().map(|(_, at)| *at).min() } else { None };
+            let next_retry = retries.next(leading);
             tokio::select! {
                 r = outcomes.changed() => if r.is_err() { return },
                 r = leader.changed() => if r.is_err() { return },

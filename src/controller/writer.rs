@@ -51,9 +51,41 @@ struct Written {
     status: GrpcRouteStatus,
 }
 
-struct Retry {
-    failures: u32,
-    at: Instant,
+/// Failed writes per object, and when each may be tried again: the back-off doubles from [`FIRST_BACKOFF`]
+/// up to [`MAX_BACKOFF`].
+pub(super) struct Retries<K>(HashMap<K, (u32, Instant)>);
+
+impl<K: Eq + std::hash::Hash> Retries<K> {
+    pub(super) fn new() -> Self {
+        Self(HashMap::new())
+    }
+
+    /// Whether `key` failed and its back-off has not run out.
+    pub(super) fn waiting(&self, key: &K) -> bool {
+        self.0.get(key).is_some_and(|(_, at)| *at > Instant::now())
+    }
+
+    pub(super) fn succeeded(&mut self, key: &K) {
+        self.0.remove(key);
+    }
+
+    /// Counts a failure of `key`; returns how long until it is tried again.
+    pub(super) fn failed(&mut self, key: K) -> Duration {
+        let (failures, at) = self.0.entry(key).or_insert((0, Instant::now()));
+        *failures += 1;
+        let backoff = FIRST_BACKOFF.saturating_mul(1 << (*failures).min(10)).min(MAX_BACKOFF);
+        *at = Instant::now() + backoff;
+        backoff
+    }
+
+    pub(super) fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        self.0.retain(|k, _| keep(k));
+    }
+
+    /// When the next retry is due, while `leading`: a former leader would otherwise wake at once, forever.
+    pub(super) fn next(&self, leading: bool) -> Option<Instant> {
+        leading.then(|| self.0.values().map(|(_, at)| *at).min()).flatten()
+    }
 }
 
 impl Writer {
@@ -67,7 +99,7 @@ impl Writer {
         shutdown: Shutdown,
     ) {
         let ar = ApiResource::erase::<GrpcRoute>(&());
-        let mut retries: HashMap<RouteId, Retry> = HashMap::new();
+        let mut retries = Retries::new();
         let mut evented: HashMap<RouteId, String> = HashMap::new();
         let mut written: HashMap<RouteId, Written> = HashMap::new();
         let mut stop = std::pin::pin!(shutdown.into_wait());
@@ -77,30 +109,23 @@ impl Writer {
             if *leader.borrow_and_update() {
                 let latest = outcomes.borrow_and_update().clone();
                 for outcome in latest.iter() {
-                    if retries.get(&outcome.id).is_some_and(|r| r.at > Instant::now()) {
+                    if retries.waiting(&outcome.id) {
                         continue;
                     }
                     match self.reconcile(&ar, outcome, &mut evented, &mut written).await {
-                        Ok(()) => {
-                            retries.remove(&outcome.id);
-                        }
+                        Ok(()) => retries.succeeded(&outcome.id),
                         Err(e) => {
-                            let r =
-                                retries.entry(outcome.id.clone()).or_insert(Retry { failures: 0, at: Instant::now() });
-                            r.failures += 1;
-                            let backoff = FIRST_BACKOFF.saturating_mul(1 << r.failures.min(10)).min(MAX_BACKOFF);
-                            r.at = Instant::now() + backoff;
+                            let backoff = retries.failed(outcome.id.clone());
                             tracing::warn!(route = %outcome.id, error = %e, retry_in = ?backoff, "status write failed");
                         }
                     }
                 }
                 let live: std::collections::HashSet<&RouteId> = latest.iter().map(|o| &o.id).collect();
-                retries.retain(|id, _| live.contains(id));
+                retries.retain(|id| live.contains(id));
                 evented.retain(|id, _| live.contains(id));
                 written.retain(|id, _| live.contains(id));
             }
-            // Retries are due only while leading: a former leader would otherwise wake at once, forever.
-            let next_retry = if *leader.borrow() { retries.values().map(|r| r.at).min() } else { None };
+            let next_retry = retries.next(*leader.borrow());
             tokio::select! {
                 r = outcomes.changed() => if r.is_err() { return },
                 r = leader.changed() => if r.is_err() { return },
