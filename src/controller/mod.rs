@@ -122,15 +122,9 @@ impl Stores {
 
     /// Waits for the first list of every required watch (the optional APIs report on their own).
     async fn wait_until_ready(&self) {
-        for s in &self.routes {
-            let _ = s.wait_until_ready().await;
-        }
-        for s in &self.services {
-            let _ = s.wait_until_ready().await;
-        }
-        for s in &self.slices {
-            let _ = s.wait_until_ready().await;
-        }
+        synced(&self.routes).await;
+        synced(&self.services).await;
+        synced(&self.slices).await;
     }
 }
 
@@ -147,14 +141,14 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     let route_changed = Arc::new(Notify::new());
     let stores = start_watches(&client, &config, &changed, &route_changed, &metrics);
-    let optional = |name, consequence, probes| Optional {
+    let optional = |name, consequence, probe| Optional {
         client: client.clone(),
         scopes: scopes(&config),
         changed: changed.clone(),
         recheck: config.optional_recheck,
         name,
         consequence,
-        probes,
+        probe,
     };
     // Each optional API reports once it is synced or found unavailable: the first table waits for both, so
     // a restart never serves a table without the policies (cleartext where TLS is asked for) or grants.
@@ -162,50 +156,35 @@ pub async fn run(
     let grants = optional(
         "ReferenceGrants",
         "cross-namespace backendRefs are refused",
-        vec![ApiResource::erase::<ReferenceGrant>(&())],
+        ApiResource::erase::<ReferenceGrant>(&()),
     );
     let (slot, m) = (stores.grants.clone(), metrics.clone());
     tokio::spawn(grants.run(grants_seen, move |client, scopes, changed| async move {
-        let watched: Vec<_> = (scopes.iter())
-            .map(|s| watch_typed(&client, s.as_deref(), &changed, "referencegrants", &m, slim::grant))
-            .collect();
-        for s in &watched {
-            let _ = s.wait_until_ready().await;
-        }
+        let watched = watch_scopes(&client, &scopes, &changed, "referencegrants", &m, slim::grant);
+        synced(&watched).await;
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(watched);
     }));
     let (policies_seen, policies_seen_rx) = oneshot::channel::<()>();
     let policies = optional(
         "BackendTLSPolicies",
         "every Service is reached in cleartext",
-        vec![ApiResource::erase::<BackendTLSPolicy>(&())],
+        ApiResource::erase::<BackendTLSPolicy>(&()),
     );
     let (slot, m) = (stores.tls.clone(), metrics.clone());
     tokio::spawn(policies.run(policies_seen, move |client, scopes, changed| async move {
-        let policies: Vec<_> = (scopes.iter())
-            .map(|s| watch_typed(&client, s.as_deref(), &changed, "backendtlspolicies", &m, slim::tls_policy))
-            .collect();
+        let policies = watch_scopes(&client, &scopes, &changed, "backendtlspolicies", &m, slim::tls_policy);
         // ConfigMaps that cannot be read leave every policy's CA unresolved: calls fail rather than go out in
         // cleartext (granting access needs a restart to be seen).
         let (config_maps, config_maps_unreadable) =
             match listable(&client, &scopes, &ApiResource::erase::<ConfigMap>(&())).await {
-                Ok(()) => {
-                    let watched: Vec<_> = (scopes.iter())
-                        .map(|s| watch_typed(&client, s.as_deref(), &changed, "configmaps", &m, slim::config_map))
-                        .collect();
-                    (watched, None)
-                }
+                Ok(()) => (watch_scopes(&client, &scopes, &changed, "configmaps", &m, slim::config_map), None),
                 Err(reason) => {
                     tracing::error!(%reason, "ConfigMaps cannot be read: BackendTLSPolicies' CA certificates are unresolved");
                     (Vec::new(), Some(reason))
                 }
             };
-        for s in &policies {
-            let _ = s.wait_until_ready().await;
-        }
-        for s in &config_maps {
-            let _ = s.wait_until_ready().await;
-        }
+        synced(&policies).await;
+        synced(&config_maps).await;
         *slot.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(TlsStores { policies, config_maps, config_maps_unreadable });
     }));
@@ -407,8 +386,8 @@ struct Optional {
     name: &'static str,
     /// What it means while the API is unavailable, for logs.
     consequence: &'static str,
-    /// Every kind that must be served and listable.
-    probes: Vec<ApiResource>,
+    /// The kind that must be served and listable.
+    probe: ApiResource,
 }
 
 impl Optional {
@@ -442,25 +421,18 @@ impl Optional {
         }
     }
 
-    /// Whether every probed kind is served and listable in every scope; why not, otherwise.
+    /// Whether the probed kind is served and listable in every scope; why not, otherwise.
     async fn readable(&self) -> Result<(), String> {
-        for ar in &self.probes {
-            if !ar.group.is_empty() {
-                let gv = &ar.api_version;
-                let resources = match self.client.list_api_group_resources(gv).await {
-                    Ok(r) => r,
-                    Err(kube::Error::Api(e)) if e.code == 404 => {
-                        return Err(format!("{gv} is not served (CRD not installed)"))
-                    }
-                    Err(e) => return Err(format!("discovery of {gv} failed: {e}")),
-                };
-                if !resources.resources.iter().any(|r| r.name == ar.plural) {
-                    return Err(format!("{gv} does not serve {}", ar.plural));
-                }
-            }
-            listable(&self.client, &self.scopes, ar).await?;
+        let (gv, plural) = (&self.probe.api_version, &self.probe.plural);
+        let resources = match self.client.list_api_group_resources(gv).await {
+            Ok(r) => r,
+            Err(kube::Error::Api(e)) if e.code == 404 => return Err(format!("{gv} is not served (CRD not installed)")),
+            Err(e) => return Err(format!("discovery of {gv} failed: {e}")),
+        };
+        if !resources.resources.iter().any(|r| &r.name == plural) {
+            return Err(format!("{gv} does not serve {plural}"));
         }
-        Ok(())
+        listable(&self.client, &self.scopes, &self.probe).await
     }
 }
 
@@ -526,6 +498,32 @@ impl ClientCertFiles {
 
 fn reporter_for(config: &ControllerConfig) -> Reporter {
     Reporter { controller: config.field_manager.clone(), instance: config.lease.as_ref().map(|l| l.identity.clone()) }
+}
+
+/// Waits for the first list of each of `stores`.
+async fn synced<K: Resource + Clone>(stores: &[Store<K>])
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    for s in stores {
+        let _ = s.wait_until_ready().await;
+    }
+}
+
+/// [`watch_typed`] in each of `scopes`.
+fn watch_scopes<K>(
+    client: &Client,
+    scopes: &[Option<String>],
+    changed: &Arc<Notify>,
+    kind: &'static str,
+    metrics: &Metrics,
+    slim: fn(&mut K),
+) -> Vec<Store<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    scopes.iter().map(|s| watch_typed(client, s.as_deref(), changed, kind, metrics, slim)).collect()
 }
 
 fn watch_typed<K>(
