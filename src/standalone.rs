@@ -285,16 +285,16 @@ pub fn load(path: &Path, routes: &Routes) -> Result<usize, FileError> {
 /// empty file is a valid routes file with no routes: every call UNIMPLEMENTED). A CA or client certificate
 /// that changed gives new TLS settings, so new connections use it; calls on open connections go on.
 pub async fn watch(path: PathBuf, routes: Arc<Routes>, interval: Duration) {
-    let mut loaded = Fingerprint::read(&path);
+    let mut loaded = Fingerprint::read(&path, None);
     let mut seen = loaded.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let current = Fingerprint::read(&path);
-        let settled = current == seen;
+        let current = Fingerprint::read(&path, Some(&seen));
+        let settled = current.same(&seen);
         seen = current;
-        if !settled || seen == loaded {
+        if !settled || seen.same(&loaded) {
             continue;
         }
         loaded = seen.clone();
@@ -306,17 +306,31 @@ pub async fn watch(path: PathBuf, routes: Arc<Routes>, interval: Duration) {
 }
 
 /// The bytes of a routes file and of the TLS files it names (`None` for a file that cannot be read).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Fingerprint(Vec<Option<Vec<u8>>>);
+#[derive(Clone, Debug)]
+struct Fingerprint {
+    routes: Option<Vec<u8>>,
+    /// The TLS files the routes name: derived from `routes`, so not compared.
+    tls_files: Vec<PathBuf>,
+    tls: Vec<Option<Vec<u8>>>,
+}
 
 impl Fingerprint {
-    fn read(path: &Path) -> Self {
+    /// Reads the files; the routes are parsed for their TLS files only when they differ from `previous`.
+    fn read(path: &Path, previous: Option<&Fingerprint>) -> Self {
         let routes = std::fs::read(path).ok();
-        let tls = match routes.as_deref().map(String::from_utf8_lossy) {
-            Some(text) => parse_file(path, &text).map(|f| f.tls_files(path)).unwrap_or_default(),
-            None => Vec::new(),
+        let tls_files = match previous {
+            Some(p) if p.routes == routes => p.tls_files.clone(),
+            _ => match routes.as_deref().map(String::from_utf8_lossy) {
+                Some(text) => parse_file(path, &text).map(|f| f.tls_files(path)).unwrap_or_default(),
+                None => Vec::new(),
+            },
         };
-        Self(std::iter::once(routes).chain(tls.iter().map(|f| std::fs::read(f).ok())).collect())
+        let tls = tls_files.iter().map(|f| std::fs::read(f).ok()).collect();
+        Self { routes, tls_files, tls }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        self.routes == other.routes && self.tls == other.tls
     }
 }
 

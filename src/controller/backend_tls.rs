@@ -93,7 +93,8 @@ pub fn index(
     cache: &mut TlsCache,
 ) -> (TlsIndex, Vec<PolicyOutcome>) {
     let Platform { system_ca, client_cert, config_maps_unreadable } = *platform;
-    let system_pem = system_ca.map(|p| String::from_utf8_lossy(&p.data).into_owned());
+    // Borrowed, not copied: the bundle is some 200 KB and most rebuilds use none of it.
+    let system_pem = system_ca.and_then(|p| std::str::from_utf8(&p.data).ok());
     let ca: HashMap<(String, String), &str> = config_maps
         .iter()
         .filter_map(|cm| {
@@ -117,7 +118,7 @@ pub fn index(
     for policy in ordered {
         let ns = policy.namespace().unwrap_or_default();
         let ca_crt = |name: &str| ca.get(&(ns.clone(), name.to_string())).map(|s| s.to_string());
-        let mut resolved = policy_targets(&policy.spec, ca_crt, system_pem.as_deref());
+        let mut resolved = policy_targets(&policy.spec, ca_crt, system_pem);
         if let (Err(e), Some(why)) = (&mut resolved, config_maps_unreadable) {
             if e.resolved_refs == Some("InvalidCACertificateRef") {
                 e.message = format!("ConfigMaps cannot be read ({why}); {}", e.message);
