@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::peers::{PeerServer, ServerConfig};
+use support::peers::PeerServer;
 use support::tls::*;
 use support::*;
 
@@ -22,24 +22,6 @@ fn grpcio_tls(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> PeerServer {
 /// Like [`grpcio_tls`], with a certificate for `names` (DNS names and URIs).
 fn grpcio_tls_named(dir: &Path, ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> PeerServer {
     PeerServer::grpcio(&tls_config("grpcio-tls", dir, ca, names, client_ca))
-}
-
-/// A peer server's configuration for TLS with a certificate for `names` from `ca` (the three peers take the
-/// same `--tls-*` flags).
-fn tls_config(name: &str, dir: &Path, ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> ServerConfig {
-    let leaf = ca.issue(names);
-    let mut config = ServerConfig::named(name);
-    config.args = vec![
-        "--tls-cert".into(),
-        pem_path(dir, &format!("{name}.pem"), &leaf.cert_pem).display().to_string(),
-        "--tls-key".into(),
-        pem_path(dir, &format!("{name}.key"), &leaf.key_pem).display().to_string(),
-    ];
-    if let Some(client_ca) = client_ca {
-        config.args.push("--tls-client-ca".into());
-        config.args.push(pem_path(dir, &format!("{name}-clients-ca.pem"), &client_ca.pem()).display().to_string());
-    }
-    config
 }
 
 /// The proxy (cleartext to clients) loading a routes file that sends Echo to `backend` over TLS with `tls`

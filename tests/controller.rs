@@ -628,17 +628,7 @@ fn triple(t: &str, s: &str, r: &str) -> (String, String, String) {
 async fn backend_tls_policies_reach_services_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = support::tls::Ca::new("backends");
-    let leaf = ca.issue(&["echo.app.svc"]);
-    let mut config = support::peers::ServerConfig::named("grpcio-tls");
-    config.args = ["--tls-cert", "backend.pem", "--tls-key", "backend.key"]
-        .iter()
-        .enumerate()
-        .map(|(i, a)| match i {
-            1 => support::tls::pem_path(dir.path(), a, &leaf.cert_pem).display().to_string(),
-            3 => support::tls::pem_path(dir.path(), a, &leaf.key_pem).display().to_string(),
-            _ => a.to_string(),
-        })
-        .collect();
+    let config = support::tls::tls_config("grpcio-tls", dir.path(), &ca, &["echo.app.svc"], None);
     let server = support::peers::PeerServer::grpcio(&config);
     let api = echo_cluster(server.addr).await;
     // Another controller's entry, which our writes must keep.
@@ -701,17 +691,8 @@ async fn backend_tls_policies_reach_services_over_tls() {
 async fn backends_that_require_client_certificates_get_the_configured_one() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, proxies) = (support::tls::Ca::new("backends"), support::tls::Ca::new("proxies"));
-    let leaf = ca.issue(&["echo.app.svc"]);
     let path = |name: &str, pem: &str| support::tls::pem_path(dir.path(), name, pem).display().to_string();
-    let mut config = support::peers::ServerConfig::named("grpcio-mtls");
-    config.args = vec![
-        "--tls-cert".into(),
-        path("backend.pem", &leaf.cert_pem),
-        "--tls-key".into(),
-        path("backend.key", &leaf.key_pem),
-        "--tls-client-ca".into(),
-        path("proxies-ca.pem", &proxies.pem()),
-    ];
+    let config = support::tls::tls_config("grpcio-mtls", dir.path(), &ca, &["echo.app.svc"], Some(&proxies));
     let server = support::peers::PeerServer::grpcio(&config);
     let me = proxies.issue(&["spiffe://cluster.local/ns/switchboard/sa/switchboard"]);
     let (cert, key) = (path("me.pem", &me.cert_pem), path("me.key", &me.key_pem));

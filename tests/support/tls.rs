@@ -186,6 +186,30 @@ pub async fn tls_channel(
     Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_with_connector(connect).await
 }
 
+/// A peer server's configuration for TLS with a certificate for `names` from `ca` (the three peers take the
+/// same `--tls-*` flags).
+pub fn tls_config(
+    name: &str,
+    dir: &Path,
+    ca: &Ca,
+    names: &[&str],
+    client_ca: Option<&Ca>,
+) -> super::peers::ServerConfig {
+    let leaf = ca.issue(names);
+    let mut config = super::peers::ServerConfig::named(name);
+    config.args = vec![
+        "--tls-cert".into(),
+        pem_path(dir, &format!("{name}.pem"), &leaf.cert_pem).display().to_string(),
+        "--tls-key".into(),
+        pem_path(dir, &format!("{name}.key"), &leaf.key_pem).display().to_string(),
+    ];
+    if let Some(client_ca) = client_ca {
+        config.args.push("--tls-client-ca".into());
+        config.args.push(pem_path(dir, &format!("{name}-clients-ca.pem"), &client_ca.pem()).display().to_string());
+    }
+    config
+}
+
 /// A scratch directory's path for PEM files.
 pub fn pem_path(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
