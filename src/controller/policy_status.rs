@@ -110,7 +110,7 @@ impl PolicyWriter {
             return Ok(());
         }
         let previous = policy.status.as_ref().map(|s| s.ancestors.as_slice()).unwrap_or_default();
-        let next = ancestors(outcome, previous, &now());
+        let next = ancestors(outcome, previous, &super::writer::now().0.to_string());
         let id = (outcome.namespace.clone(), outcome.name.clone());
         let version = policy.resource_version().unwrap_or_default();
         // What we wrote onto this version is not written again, even if a transition time computed a second
@@ -213,12 +213,6 @@ fn condition(
         "observedGeneration": generation.unwrap_or(0),
         "lastTransitionTime": since,
     })
-}
-
-/// Now, to the second, as stored (RFC 3339).
-fn now() -> String {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
 }
 
 #[cfg(test)]

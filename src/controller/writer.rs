@@ -192,7 +192,7 @@ impl Writer {
 }
 
 /// Now, to the second: stored times have second precision, so an unchanged status computes identical.
-fn now() -> Time {
+pub(super) fn now() -> Time {
     let now = k8s_openapi::jiff::Timestamp::now();
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
