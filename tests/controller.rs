@@ -143,7 +143,11 @@ async fn routes_and_endpoints_reach_the_data_plane() {
     assert_eq!(condition(&s, "Accepted"), ("True".into(), "Accepted".into()));
     assert_eq!(condition(&s, "ResolvedRefs"), ("True".into(), "ResolvedRefs".into()));
     assert_eq!(s.observed_generation, Some(1));
-    assert!(c.api.count(|r| r.field_manager.as_deref() == Some("switchboard") && r.verb == Verb::Patch) >= 1);
+    // The test server logs a request once it has answered it, after the change is visible: wait for the entry.
+    eventually("the status patch logged, with our field manager", || {
+        c.api.count(|r| r.field_manager.as_deref() == Some("switchboard") && r.verb == Verb::Patch) >= 1
+    })
+    .await;
 
     // Endpoint change: the backend's pod is replaced.
     c.api.apply(slice("app", "echo", "echo-1", b.addr, true));
